@@ -1,0 +1,76 @@
+"""The backend contract. A backend is a model plus its tokenizer behind four calls:
+
+* ``generate(requests, decoding)``: batched greedy continuation of ``prompt.ids + prior_ids``;
+  returns the new ids only (the caller renders text through ``boundary.render_output``).
+  Invariant: batched output == one-at-a-time output.
+* ``score(prompt_ids, answer_ids, top_k)``: teacher forcing in one forward pass: per answer
+  position the log-prob and 1-based rank of the given token and the top-k ids.
+* ``tokenizer``: a ``boundary.Tokenizer``; ``render_chat(text)`` for chat-template models.
+* ``capabilities`` and ``signature()``: what it can do, and what identifies it in a result key.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..boundary import Tokenizer
+from ..decoding import Decoding
+from ..errors import CapabilityError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    batched: bool = True          # generate() runs a batch in one pass
+    token_ids_in: bool = True     # accepts token-id prompts (needed for exact prior boundaries)
+    exact_scoring: bool = False   # score() gives full-vocabulary ranks (not a top-N approximation)
+    adapters: bool = False        # can load a LoRA adapter
+    chat_template: bool = False   # the model ships a chat template
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    prior_ids: tuple[int, ...] = ()
+    max_new_tokens: int | None = None   # per-row budget; None -> decoding.max_new_tokens
+
+
+@dataclass
+class Generation:
+    new_ids: list[int]
+    stop_reason: str  # "stop" | "eos" | "length" | "loop"
+
+
+@dataclass
+class ScoreResult:
+    logprobs: list[float]           # log p(answer token at position i)
+    ranks: list[int]                # 1-based rank of that token in the full distribution
+    top_ids: list[list[int]] = field(default_factory=list)
+
+
+class Backend(ABC):
+    registry_name = "?"
+    capabilities = Capabilities()
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Tokenizer: ...
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.capabilities.chat_template
+
+    def render_chat(self, user_text: str) -> str:
+        """Render one user turn through the model's chat template, ready for the answer."""
+        raise CapabilityError(f"backend '{self.registry_name}' has no chat template")
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding) -> list[Generation]: ...
+
+    def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
+        raise CapabilityError(f"backend '{self.registry_name}' cannot score answers (exact_scoring=False)")
+
+    @abstractmethod
+    def signature(self) -> dict:
+        """Everything about this model that determines its outputs (ids, file hashes, dtype...)."""

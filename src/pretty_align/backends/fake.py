@@ -1,0 +1,116 @@
+"""A fake backend for logic tests and dry runs: no weights, deterministic, character tokenizer.
+
+Models (the ``model`` string):
+
+* ``fake:echo``  answers with the source line of the prompt (the last ``Name: text`` line before
+  the final label), then runs on with ``\\nEnglish: ...`` like a base model that ignores the stop;
+* ``fake:upper`` the same, upper-cased;
+* ``fake:loop``  answers ``ab ab ab ...`` forever (exercises the loop guard and length cap);
+* ``fake:empty`` answers with a newline at once.
+
+A prior steers it like a real model: when the answer starts with the prior, it continues it; when
+not, it writes the prior followed by its answer. ``delay`` (seconds per ``generate`` call) lets tests
+kill a run part-way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from ..boundary import Tokenizer
+from ..decoding import Decoding, StopState, trim_loop
+from . import BACKENDS
+from .base import Backend, Capabilities, Generation, GenerationRequest
+
+PAD, BOS, EOS, OFFSET = 0, 1, 2, 3
+
+
+class CharTokenizer:
+    """One token per character (id = code point + 3), plus pad/bos/eos. Lossless and exact."""
+
+    pad_token_id, bos_token_id, eos_token_id = PAD, BOS, EOS
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [ord(ch) + OFFSET for ch in text]
+        return [BOS, *ids] if add_special_tokens else ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        special = {PAD: "<pad>", BOS: "<bos>", EOS: "<eos>"}
+        return "".join(("" if skip_special_tokens else special[i]) if i < OFFSET else chr(i - OFFSET)
+                       for i in ids)
+
+    def __len__(self) -> int:
+        return 0x110000 + OFFSET
+
+
+def _source_line(prompt: str) -> str:
+    lines = [ln for ln in prompt.split("\n") if ln.strip()]
+    for line in reversed(lines[:-1]):
+        if ":" in line:
+            return line.split(":", 1)[1].strip()
+    return lines[-1] if lines else ""
+
+
+@BACKENDS.register("fake")
+class FakeBackend(Backend):
+    def __init__(self, model: str = "fake:echo", *, delay: float = 0.0, chat: bool = False, **_: object) -> None:
+        self.model = model
+        self.behaviour = model.split(":", 1)[1] if ":" in model else model
+        if self.behaviour not in {"echo", "upper", "loop", "empty"}:
+            raise ValueError(f"unknown fake model '{model}'; expected fake:echo, fake:upper, fake:loop or fake:empty")
+        self.delay = delay
+        self.chat = chat
+        self.capabilities = Capabilities(batched=True, token_ids_in=True, chat_template=chat)
+        self._tok = CharTokenizer()
+        self.calls = 0
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tok
+
+    def render_chat(self, user_text: str) -> str:
+        return f"<user>{user_text}<assistant>"
+
+    def _answer(self, prompt: str) -> str:
+        if self.behaviour == "loop":
+            return " ab" * 1000
+        if self.behaviour == "empty":
+            return "\n"
+        src = _source_line(prompt.replace("<assistant>", ""))
+        if self.behaviour == "upper":
+            src = src.upper()
+        return f" {src}\nEnglish: {src}\n"
+
+    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding) -> list[Generation]:
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return [self._one(r, decoding) for r in requests]
+
+    def _one(self, req: GenerationRequest, decoding: Decoding) -> Generation:
+        prompt = self._tok.decode(req.prompt_ids, skip_special_tokens=True)
+        prior = self._tok.decode(req.prior_ids, skip_special_tokens=True)
+        answer = self._answer(prompt)
+        if prior and not answer.startswith(prior):
+            answer = prior + answer.lstrip(" ")
+        cont = self._tok.encode(answer[len(prior):], add_special_tokens=False) + [EOS]
+        state = StopState(decoding.stop, self._tok, decoding.loop_guard, decoding.loop_max_period,
+                          decoding.loop_min_repeats)
+        budget = req.max_new_tokens or decoding.max_new_tokens
+        new: list[int] = []
+        for tok in cont:
+            if tok == EOS:
+                return Generation(new, "eos")
+            new.append(tok)
+            reason = state.check(new)
+            if reason == "loop":
+                return Generation(trim_loop(new, decoding.loop_max_period, decoding.loop_min_repeats), "loop")
+            if reason:
+                return Generation(new, reason)
+            if len(new) >= budget:
+                return Generation(new, "length")
+        return Generation(new, "length")
+
+    def signature(self) -> dict:
+        return {"backend": "fake", "model": self.model, "chat": self.chat}

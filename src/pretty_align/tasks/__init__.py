@@ -1,0 +1,12 @@
+"""Tasks, registered by name."""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import Example, Task
+
+TASKS: Registry[Task] = Registry("task")
+
+from . import translation  # noqa: E402,F401
+
+__all__ = ["TASKS", "Example", "Task"]
