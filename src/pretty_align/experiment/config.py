@@ -1,0 +1,165 @@
+"""Experiment configuration: a TOML file validated by pydantic models.
+
+Relative paths in the file are resolved against the file's own directory; ``${VAR}`` and
+``${VAR:-default}`` are expanded from the environment first (e.g. ``${PRETTY_DATA:-../../shared/data}``),
+so one shipped config works wherever the data lives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..decoding import Decoding
+from ..errors import InputError
+from ..languages import get_language
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    model: str
+    backend: str = "hf"
+    adapter: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    chat: bool | None = None            # None: use the chat template when the model has one
+    options: dict[str, Any] = Field(default_factory=dict)   # extra backend options
+
+
+class TaskConfig(_Strict):
+    name: str = "translation"
+    source: str = "eng_Latn"
+    targets: list[str]
+    flores: str | None = None
+    split: str = "dev"
+    src_file: str | None = None
+    ref_file: str | None = None
+    hub: str | None = None
+    n: int | None = 50
+    offset: int = 0
+    template: str | None = None
+    max_prompt_tokens: int = 1024
+
+    @field_validator("targets")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for code in v:
+            get_language(code, field="task.targets")
+        if not v:
+            raise ValueError("at least one target language")
+        return v
+
+
+class DecodingConfig(_Strict):
+    max_new_tokens: int = 200
+    length_ratio: float = 2.5
+    length_slack: int = 16
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+    loop_guard: bool = True
+    loop_max_period: int = 8
+    loop_min_repeats: int = 4
+    batch_size: int = 8
+
+    def build(self) -> Decoding:
+        return Decoding(**{**self.model_dump(), "stop": tuple(self.stop)})
+
+
+class PriorConfig(_Strict):
+    strategy: str
+    k: list[int] = Field(default_factory=lambda: [1])
+    name: str | None = None              # condition label; default "<strategy> k=<k>"
+    model: str | None = None             # model / sft priors: "reference" or a model string
+    backend: str = "hf"
+    chat: bool | None = None
+    dictionary: str | dict[str, str] | None = None
+    stopwords: str | None = None
+    command: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+
+class MetricsConfig(_Strict):
+    comet_checkpoint: str | None = None
+    langid_langs: list[str] | None = None
+
+
+class ExperimentConfig(_Strict):
+    name: str
+    store: str | None = None             # default: runs/<name>.sqlite next to the config
+    report_dir: str | None = None        # default: runs/<name>/
+    base: ModelConfig
+    reference: ModelConfig | None = None
+    task: TaskConfig
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    priors: list[PriorConfig] = Field(default_factory=lambda: [PriorConfig(strategy="none", k=[0])])
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    config_dir: str = "."
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store or Path(self.config_dir) / "runs" / f"{self.name}.sqlite")
+
+    @property
+    def report_path(self) -> Path:
+        return Path(self.report_dir or Path(self.config_dir) / "runs" / self.name)
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_PATH_KEYS = {"store", "report_dir", "flores", "src_file", "ref_file", "dictionary", "stopwords", "adapter",
+              "comet_checkpoint", "model"}
+
+
+def _expand(value: Any, base: Path, key: str | None = None) -> Any:
+    """Expand ${VAR:-default} everywhere; resolve relative paths (./, ../) of path fields against
+    the config's directory. Values of a ``dictionary`` table are paths too."""
+    if isinstance(value, dict):
+        return {k: _expand(v, base, "dictionary" if key == "dictionary" else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, base, key) for v in value]
+    if not isinstance(value, str):
+        return value
+    value = _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if key in _PATH_KEYS and value.startswith(("./", "../")):
+        return str((base / value).resolve())
+    return value
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate a config; errors name the file and the offending field."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path=str(path))
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"not valid TOML: {e}", path=str(path)) from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    raw = _expand(raw, path.parent.resolve())
+    raw["config_dir"] = str(path.parent.resolve())
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise InputError(f"{first['msg']} ({len(e.errors())} error(s) in all)", path=str(path), field=loc) from None

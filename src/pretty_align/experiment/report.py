@@ -1,0 +1,128 @@
+"""Reports: per language and condition BLEU, chrF++, off-target %, % of the reference model, and
+mean rows, with every number's signature. Rendered from the store alone, so a report can be
+re-made at any time (``pretty-align report``) and shows how complete the run is."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from ..languages import get_language
+from ..metrics import BLEU, ChrFpp, OffTarget, SpBLEU
+from ..metrics.base import Metric
+from .signature import METRIC_PACKAGES, package_versions
+from .store import Store
+
+RATIO_METRICS = ("BLEU", "chrF++")
+
+
+def _metrics(comet_checkpoint: str | None = None) -> list[tuple[str, Metric]]:
+    ms: list[tuple[str, Metric]] = [("BLEU", BLEU()), ("chrF++", ChrFpp())]
+    if SpBLEU.available("flores200"):
+        ms.append(("spBLEU", SpBLEU("flores200")))
+    ms.append(("off-target %", OffTarget()))
+    if comet_checkpoint:
+        from ..metrics import Comet
+        ms.append(("COMET", Comet(comet_checkpoint)))
+    return ms
+
+
+def compute(store: Store, run: str) -> dict[str, Any]:
+    """All numbers of a run: per (condition, tgt) scores, ratios to the reference, means."""
+    config = store.run_config(run)
+    rows = store.rows(run)
+    expected = store.manifest_size(run)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["condition"], r["tgt"])].append(r)
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    targets = list(dict.fromkeys(r["tgt"] for r in rows))
+    metrics = _metrics((config.get("metrics") or {}).get("comet_checkpoint"))
+    cells: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    signatures: dict[str, set[str]] = defaultdict(set)
+    for (cond, tgt_code), rs in groups.items():
+        tgt = get_language(tgt_code)
+        hyps, refs = [r["output"] for r in rs], [r["reference"] or "" for r in rs]
+        cell: dict[str, Any] = {"n": len(rs)}
+        for label, m in metrics:
+            score = m.corpus_score(hyps, refs, tgt, sources=[r["source"] for r in rs])
+            cell[label] = round(score.value, 2)
+            signatures[label].add(score.signature)
+        cell["prior fallback %"] = round(100 * mean(r["prior_fell_back"] for r in rs), 1)
+        cell["new tokens"] = round(mean(r["new_tokens"] for r in rs), 1)
+        cell["stops"] = dict(sorted(_count(r["stop_reason"] for r in rs).items()))
+        cells[cond][tgt_code] = cell
+    ref = cells.get("reference")
+    if ref:
+        for cond in conditions:
+            for tgt_code, cell in cells[cond].items():
+                for m in RATIO_METRICS:
+                    base = ref.get(tgt_code, {}).get(m)
+                    cell[f"% ref {m}"] = round(100 * cell[m] / base, 1) if base else None
+    means = {}
+    for cond in conditions:
+        cs = list(cells[cond].values())
+        keys = [k for k in cs[0] if isinstance(cs[0][k], (int, float)) and k != "n"] + \
+            [k for k in cs[0] if k.startswith("% ref")]
+        # The mean of "% ref" is the mean of per-language ratios (SPEC §6), not a ratio of means.
+        means[cond] = {k: _mean([c.get(k) for c in cs]) for k in dict.fromkeys(keys)}
+    model_sigs = {r["condition"]: r["signature"] for r in rows}
+    return {"run": run, "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
+            "cells": cells, "means": means, "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
+            "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES)}
+
+
+def _count(xs) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for x in xs:
+        out[x] += 1
+    return out
+
+
+def _mean(xs: list) -> float | None:
+    vals = [x for x in xs if isinstance(x, (int, float))]
+    return round(mean(vals), 2) if vals else None
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    cols = ["BLEU", "chrF++"] + (["spBLEU"] if "spBLEU" in res["metric_signatures"] else []) + \
+        ["off-target %"] + (["COMET"] if "COMET" in res["metric_signatures"] else []) + \
+        (["% ref BLEU", "% ref chrF++"] if "reference" in res["conditions"] else []) + ["prior fallback %", "n"]
+    lines = [f"# pretty-align report: {res['run']}", "", f"Results stored: {res['complete']}", ""]
+    for tgt in res["targets"]:
+        lines += [f"## {tgt}", "", "| condition | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for cond in res["conditions"]:
+            cell = res["cells"][cond].get(tgt)
+            if cell:
+                lines.append(f"| {cond} | " + " | ".join(_fmt(cell.get(c)) for c in cols) + " |")
+        lines.append("")
+    mcols = [c for c in cols if c != "n"]
+    lines += ["## Mean over languages", "", "(% ref = mean of per-language ratios)", "",
+              "| condition | " + " | ".join(mcols) + " |", "|---" * (len(mcols) + 1) + "|"]
+    for cond in res["conditions"]:
+        lines.append(f"| {cond} | " + " | ".join(_fmt(res["means"][cond].get(c)) for c in mcols) + " |")
+    lines += ["", "## Signatures", "", "Metrics:"]
+    for label, sigs in res["metric_signatures"].items():
+        lines += [f"- {label}: `{s}`" for s in sigs]
+    lines += [f"- metric packages: `{json.dumps(res['metric_packages'], sort_keys=True)}`", "", "Conditions:"]
+    for cond, sig in res["condition_signatures"].items():
+        lines.append(f"- {cond}: `{json.dumps(sig, sort_keys=True, ensure_ascii=False)}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(store: Store, run: str, out_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Write report.md and report.json for ``run`` into ``out_dir``; returns the Markdown path."""
+    res = compute(store, run)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(res, indent=1, ensure_ascii=False, default=str))
+    md = out / "report.md"
+    md.write_text(to_markdown(res), encoding="utf-8")
+    return md, res

@@ -1,0 +1,208 @@
+"""The experiment runner: every condition x target x example, each result stored as produced.
+
+Conditions are the reference model's own answers (if a reference is configured) and the base
+model under each prior strategy x k. A result's key is the content hash of its condition signature
+(models and file hashes, backend, task template, decoding, prior strategy and parameters, package
+versions) and its example (id and text hashes), so re-running skips what is stored, a killed run
+resumes where it stopped, and changing anything that determines an output makes new rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..backends import Backend, load_backend
+from ..errors import InputError
+from ..languages import Language, get_language
+from ..metrics.offtarget import detect
+from ..priors import Prior, PriorItem, make_prior
+from ..tasks import TASKS, Example, Task
+from .answerer import Answerer
+from .config import ExperimentConfig, ModelConfig, PriorConfig
+from .signature import content_hash, package_versions, text_hash
+from .store import Store
+
+log = logging.getLogger(__name__)
+REFERENCE = "reference"
+
+
+@dataclass
+class Condition:
+    label: str
+    answerer: Answerer
+    prior: Prior | None             # None: the model's own answer (the reference condition)
+
+    def signature(self, tgt: Language) -> dict:
+        a = self.answerer
+        sig: dict[str, Any] = {"role": "reference" if self.prior is None else "base", "model": a.signature(),
+                               "task": a.task.signature(), "decoding": a.decoding.signature(),
+                               "packages": package_versions()}
+        if self.prior is not None:
+            sig["prior"] = self.prior.signature(tgt)
+        return sig
+
+
+@dataclass
+class RunSummary:
+    run: str
+    store: str
+    total: int
+    produced: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    conditions: list[str] = field(default_factory=list)
+
+
+def example_key_part(ex: Example) -> dict:
+    return {"id": ex.id, "source": text_hash(ex.source), "reference": text_hash(ex.reference),
+            "src": ex.src.code, "tgt": ex.tgt.code}
+
+
+def build_task(cfg: ExperimentConfig) -> Task:
+    t = cfg.task
+    kwargs: dict[str, Any] = dict(source=t.source, flores=t.flores, split=t.split, src_file=t.src_file,
+                                  ref_file=t.ref_file, hub=t.hub, n=t.n, offset=t.offset)
+    if t.template:
+        kwargs["template"] = t.template
+    return TASKS.get(t.name)(**kwargs)
+
+
+class Runner:
+    def __init__(self, cfg: ExperimentConfig, *, backend_factory: Callable[..., Backend] = load_backend) -> None:
+        self.cfg = cfg
+        self.task = build_task(cfg)
+        self.decoding = cfg.decoding.build()
+        self.targets = [get_language(code, field="task.targets") for code in cfg.task.targets]
+        # Read and validate all data before loading any model: bad input fails in seconds.
+        self.examples = {tgt.code: list(self.task.examples(tgt)) for tgt in self.targets}
+        self.store = Store(cfg.store_path)
+        self._factory = backend_factory
+        self._answerers: dict[str, Answerer] = {}
+        self.base = self._answerer(cfg.base)
+        self.reference = self._answerer(cfg.reference) if cfg.reference else None
+        self.conditions = self._conditions()
+
+    def _answerer(self, mc: ModelConfig) -> Answerer:
+        key = content_hash(mc.model_dump())
+        if key not in self._answerers:
+            backend = self._factory(mc.backend, mc.model, adapter=mc.adapter, dtype=mc.dtype, **mc.options)
+            self._answerers[key] = Answerer(backend, self.task, self.decoding, chat=mc.chat,
+                                            max_prompt_tokens=self.cfg.task.max_prompt_tokens, store=self.store)
+        return self._answerers[key]
+
+    def _prior(self, pc: PriorConfig, k: int) -> Prior:
+        params: dict[str, Any] = dict(pc.params)
+        for name in ("dictionary", "stopwords", "command"):
+            if getattr(pc, name) is not None:
+                params[name] = getattr(pc, name)
+        if pc.strategy in {"model", "sft"}:
+            if pc.model in (None, REFERENCE):
+                if self.reference is None:
+                    raise InputError("prior model = 'reference' but the config has no [reference] model",
+                                     field="priors.model")
+                params["answerer"] = self.reference
+            else:
+                params["answerer"] = self._answerer(ModelConfig(model=pc.model, backend=pc.backend, chat=pc.chat))
+        return make_prior(pc.strategy, k=k, **params)
+
+    def _conditions(self) -> list[Condition]:
+        out = []
+        if self.reference is not None:
+            out.append(Condition(REFERENCE, self.reference, None))
+        for pc in self.cfg.priors:
+            for k in (pc.k if pc.strategy != "none" else [0]):
+                label = pc.name or (pc.strategy if pc.strategy == "none" else f"{pc.strategy} k={k}")
+                if len(pc.k) > 1 and pc.name:
+                    label = f"{pc.name} k={k}"
+                out.append(Condition(label, self.base, self._prior(pc, k)))
+        labels = [c.label for c in out]
+        dupes = {x for x in labels if labels.count(x) > 1}
+        if dupes:
+            raise InputError(f"two conditions are both named {sorted(dupes)}; give each prior a distinct `name`",
+                             field="priors")
+        return out
+
+    def plan(self) -> list[tuple[Condition, Language, int, Example, str]]:
+        work = []
+        for cond in self.conditions:
+            for tgt in self.targets:
+                sig = cond.signature(tgt)
+                for i, ex in enumerate(self.examples[tgt.code]):
+                    work.append((cond, tgt, i, ex, content_hash({"condition": sig, "example": example_key_part(ex)})))
+        return work
+
+    def run(self, *, progress: bool = True) -> RunSummary:
+        work = self.plan()
+        self.store.set_manifest(self.cfg.name, self.cfg.model_dump(),
+                                [(c.label, t.code, i, key) for c, t, i, _, key in work])
+        done = self.store.existing_keys(key for *_, key in work)
+        todo = [w for w in work if w[4] not in done]
+        summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(work) - len(todo),
+                             conditions=[c.label for c in self.conditions])
+        with _progress(progress, len(todo), summary.skipped) as advance:
+            for cond in self.conditions:  # reference first: model priors reuse its cached answers
+                for tgt in self.targets:
+                    items = [w for w in todo if w[0] is cond and w[1] is tgt]
+                    # Length bucketing: similar lengths share a batch, so little padding.
+                    items.sort(key=lambda w: len(w[3].source))
+                    for s in range(0, len(items), self.decoding.batch_size):
+                        batch = items[s:s + self.decoding.batch_size]
+                        self.store.insert_results(self._produce(cond, tgt, batch))
+                        summary.produced += len(batch)
+                        advance(len(batch), f"{cond.label} -> {tgt.code}")
+        summary.truncated = sum(a.truncated_count for a in self._answerers.values())
+        return summary
+
+    def _produce(self, cond: Condition, tgt: Language, batch: list) -> list[dict]:
+        examples = [w[3] for w in batch]
+        if cond.prior is None:
+            priors = None
+            answers = cond.answerer.answer(examples)
+        else:
+            items = [PriorItem(ex, cond.answerer.prompt(ex)[0]) for ex in examples]
+            priors = cond.prior.build(items, cond.answerer.tokenizer)
+            answers = cond.answerer.answer(examples, [p.ids for p in priors])
+        langs = detect([a.text for a in answers])
+        sig = cond.signature(tgt)
+        rows = []
+        for j, ((_, _, _, ex, key), ans, lang) in enumerate(zip(batch, answers, langs)):
+            p = priors[j] if priors else None
+            rows.append({
+                "key": key, "condition": cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
+                "reference": ex.reference, "output": ans.text,
+                "prior_text": p.text if p else "", "prior_ids": p.ids if p else [],
+                "prior_fell_back": int(p.fell_back) if p else 0, "provenance": p.provenance if p else {},
+                "new_tokens": len(ans.new_ids), "stop_reason": ans.stop_reason, "truncated": int(ans.truncated),
+                "detected_lang": lang, "signature": sig})
+        return rows
+
+
+class _progress:
+    """A rich progress bar with ETA (or nothing when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, skipped: int) -> None:
+        self.enabled, self.total, self.skipped = enabled, total, skipped
+
+    def __enter__(self) -> Callable[[int, str], None]:
+        if not self.enabled:
+            return lambda n, desc: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        self.bar.__enter__()
+        desc = f"generating ({self.skipped} already stored)" if self.skipped else "generating"
+        self.task = self.bar.add_task(desc, total=self.total)
+        return lambda n, d: self.bar.update(self.task, advance=n, description=d)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True,
+                   backend_factory: Callable[..., Backend] = load_backend) -> RunSummary:
+    """Run (or resume) every condition of ``cfg``; returns counts. Reports: ``report.write_report``."""
+    return Runner(cfg, backend_factory=backend_factory).run(progress=progress)

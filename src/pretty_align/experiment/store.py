@@ -1,0 +1,154 @@
+"""The SQLite result store (non-negotiable 3: nothing is lost).
+
+* ``results``: one row per (condition, example) output, keyed by the content hash of everything
+  that determines it. Rows are inserted once, committed as they are produced, and never updated:
+  inserting an existing key raises ``DuplicateResultError`` instead of overwriting.
+* ``generations``: a cache of raw generations keyed by (model signature, input ids, decoding), so a
+  model prior reuses the reference model's answers and a killed run does not redo them.
+* ``manifest``: which keys make up a named run (rewritten at each ``run``); reports join it with
+  ``results``, so old rows stay in the store but never leak into a newer run's report.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import PrettyAlignError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+  key TEXT PRIMARY KEY,
+  condition TEXT NOT NULL,
+  tgt TEXT NOT NULL,
+  example_id TEXT NOT NULL,
+  source TEXT NOT NULL,
+  reference TEXT,
+  output TEXT NOT NULL,
+  prior_text TEXT NOT NULL,
+  prior_ids TEXT NOT NULL,
+  prior_fell_back INTEGER NOT NULL,
+  provenance TEXT NOT NULL,
+  new_tokens INTEGER NOT NULL,
+  stop_reason TEXT NOT NULL,
+  truncated INTEGER NOT NULL,
+  detected_lang TEXT NOT NULL,
+  signature TEXT NOT NULL,
+  created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS manifest (
+  run TEXT NOT NULL, condition TEXT NOT NULL, tgt TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT NOT NULL,
+  PRIMARY KEY (run, condition, tgt, idx)
+);
+CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, config TEXT NOT NULL, updated REAL NOT NULL);
+"""
+
+RESULT_FIELDS = ("key", "condition", "tgt", "example_id", "source", "reference", "output", "prior_text",
+                 "prior_ids", "prior_fell_back", "provenance", "new_tokens", "stop_reason", "truncated",
+                 "detected_lang", "signature", "created")
+
+
+class DuplicateResultError(PrettyAlignError):
+    """A result with this key is already stored; rows are never overwritten."""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")    # a reader (report) never blocks the writer
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- results ------------------------------------------------------------------------------
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = f"SELECT key FROM results WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self.db.execute(q, chunk))
+        return found
+
+    def insert_results(self, rows: list[dict[str, Any]]) -> None:
+        """Insert and commit a batch of rows atomically; an existing key raises."""
+        now = time.time()
+        values = []
+        for row in rows:
+            row = {**row, "created": now}
+            for f in ("prior_ids", "provenance", "signature"):
+                if not isinstance(row[f], str):
+                    row[f] = json.dumps(row[f], ensure_ascii=False, sort_keys=True)
+            values.append(tuple(row[f] for f in RESULT_FIELDS))
+        try:
+            with self.db:
+                self.db.executemany(f"INSERT INTO results ({','.join(RESULT_FIELDS)}) VALUES "
+                                    f"({','.join('?' * len(RESULT_FIELDS))})", values)
+        except sqlite3.IntegrityError as e:
+            raise DuplicateResultError(f"{self.path}: a result with one of these keys already exists ({e}); "
+                                       "results are never overwritten") from e
+
+    def rows(self, run: str) -> list[dict[str, Any]]:
+        """The rows of a run in manifest order (condition, tgt, idx); missing ones are skipped."""
+        cur = self.db.execute(
+            f"SELECT m.condition AS mcond, m.tgt AS mtgt, m.idx, {','.join('r.' + f for f in RESULT_FIELDS)} "
+            "FROM manifest m JOIN results r ON r.key = m.key WHERE m.run = ? ORDER BY m.rowid", (run,))
+        names = [d[0] for d in cur.description]
+        out = []
+        for rec in cur:
+            row = dict(zip(names, rec))
+            row["condition"], row["tgt"] = row.pop("mcond"), row.pop("mtgt")
+            for f in ("prior_ids", "provenance", "signature"):
+                row[f] = json.loads(row[f])
+            out.append(row)
+        return out
+
+    def count_rows(self, run: str | None = None) -> int:
+        if run is None:
+            return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM manifest m JOIN results r ON r.key = m.key WHERE m.run = ?",
+                               (run,)).fetchone()[0]
+
+    # -- manifest / runs ----------------------------------------------------------------------
+    def set_manifest(self, run: str, config: dict, entries: list[tuple[str, str, int, str]]) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM manifest WHERE run = ?", (run,))
+            self.db.executemany("INSERT INTO manifest (run, condition, tgt, idx, key) VALUES (?,?,?,?,?)",
+                                [(run, c, t, i, k) for c, t, i, k in entries])
+            self.db.execute("INSERT OR REPLACE INTO runs (run, config, updated) VALUES (?,?,?)",
+                            (run, json.dumps(config, sort_keys=True, default=str), time.time()))
+
+    def manifest_size(self, run: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM manifest WHERE run = ?", (run,)).fetchone()[0]
+
+    def runs(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT run FROM runs ORDER BY updated")]
+
+    def run_config(self, run: str) -> dict:
+        rec = self.db.execute("SELECT config FROM runs WHERE run = ?", (run,)).fetchone()
+        if rec is None:
+            raise PrettyAlignError(f"{self.path}: no run named '{run}'; runs here: {', '.join(self.runs()) or 'none'}")
+        return json.loads(rec[0])
+
+    # -- generation cache ---------------------------------------------------------------------
+    def get_generations(self, keys: list[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = f"SELECT key, value FROM generations WHERE key IN ({','.join('?' * len(chunk))})"
+            out.update((k, json.loads(v)) for k, v in self.db.execute(q, chunk))
+        return out
+
+    def put_generations(self, items: dict[str, dict]) -> None:
+        # The same key always maps to the same value (content hash of the inputs), so IGNORE is safe.
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO generations (key, value, created) VALUES (?,?,?)",
+                                [(k, json.dumps(v), time.time()) for k, v in items.items()])
