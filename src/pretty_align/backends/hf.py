@@ -35,6 +35,11 @@ def _load(resolved: ResolvedModel, dtype: str):
             log.info("dequantizing %s once (cached in %s)", src.name, converted)
             tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
             model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+            # The weights are plain dequantized tensors now; drop the GGUF "quantizer" so that
+            # transformers agrees to save them as an ordinary checkpoint.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             tmp = converted.with_name(converted.name + ".tmp")
             tok.save_pretrained(tmp)
             model.save_pretrained(tmp)

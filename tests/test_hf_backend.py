@@ -1,0 +1,108 @@
+"""The HF backend on tiny random models (Qwen2 and Gemma 3 families) built in code."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pretty_align.backends.base import GenerationRequest
+from pretty_align.boundary import answer_ids, cut_prior, encode_prompt
+from pretty_align.decoding import Decoding
+from pretty_align.experiment.answerer import Answerer
+from pretty_align.languages import get_language
+from pretty_align.tasks.base import Example
+from pretty_align.tasks.translation import TranslationTask
+
+from conftest import CORPUS
+
+NO_STOP = Decoding(max_new_tokens=10, stop=(), loop_guard=False)
+
+
+def requests(tok):
+    reqs = []
+    for i, text in enumerate(CORPUS[:7]):
+        p = encode_prompt(tok, f"English: {text}\nGerman:")
+        prior = cut_prior(answer_ids(tok, p, "Der Katze sitzt"), i % 3)  # k = 0, 1, 2
+        reqs.append(GenerationRequest(p.ids, tuple(prior), max_new_tokens=4 + i))
+    return reqs
+
+
+def test_batched_equals_one_at_a_time(tiny_backend):
+    reqs = requests(tiny_backend.tokenizer)
+    single = [tiny_backend.generate([r], replace(NO_STOP, batch_size=1))[0] for r in reqs]
+    batched = tiny_backend.generate(reqs, replace(NO_STOP, batch_size=4))
+    assert [g.new_ids for g in batched] == [g.new_ids for g in single]
+    assert [len(g.new_ids) for g in single] == [4 + i for i in range(7)]  # per-row budgets
+    assert {g.stop_reason for g in single} == {"length"}
+
+
+def test_batched_equals_single_with_stops_and_loop_guard(tiny_backend):
+    dec = Decoding(max_new_tokens=16, stop=("e", "."), loop_guard=True, loop_min_repeats=2)
+    reqs = requests(tiny_backend.tokenizer)
+    single = [tiny_backend.generate([r], replace(dec, batch_size=1))[0] for r in reqs]
+    batched = tiny_backend.generate(reqs, replace(dec, batch_size=7))
+    assert [(g.new_ids, g.stop_reason) for g in batched] == [(g.new_ids, g.stop_reason) for g in single]
+
+
+def test_prior_ids_are_appended_to_the_prompt_ids(tiny_backend, monkeypatch):
+    seen = []
+    real = tiny_backend.model.generate
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "generate", spy)
+    reqs = requests(tiny_backend.tokenizer)
+    tiny_backend.generate(reqs[:3], replace(NO_STOP, batch_size=3))
+    ids, mask = seen[0]
+    rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    expected = sorted((list(r.prompt_ids) + list(r.prior_ids) for r in reqs[:3]), key=len)
+    assert rows == expected  # left padding only, nothing re-tokenized
+
+
+def test_output_starts_with_the_prior_once(tiny_backend, tmp_path):
+    tok = tiny_backend.tokenizer
+    task = TranslationTask(src_file=str(tmp_path / "unused"), n=None)
+    answerer = Answerer(tiny_backend, task, Decoding(max_new_tokens=8, stop=()))
+    ex = Example("x/0", "The cat sits on the mat.", None, get_language("eng_Latn"), get_language("deu_Latn"))
+    prompt = answerer.prompt(ex)[0]
+    prior = cut_prior(answer_ids(tok, prompt, "Der Katze"), 2)  # "Der Kat": ends mid-word
+    ans = answerer.answer([ex], [prior])[0]
+    assert ans.prior_ids == prior
+    assert ans.text.startswith("Der Kat")
+    assert ans.text == tok.decode(prior + ans.new_ids, skip_special_tokens=True).strip()
+
+
+def test_over_long_source_is_truncated_with_a_warning(tiny_backend, tmp_path, caplog):
+    task = TranslationTask(src_file=str(tmp_path / "unused"))
+    answerer = Answerer(tiny_backend, task, Decoding(max_new_tokens=3), max_prompt_tokens=30)
+    long = " ".join(["The cat sits on the mat."] * 20)
+    ex = Example("x/1", long, None, get_language("eng_Latn"), get_language("deu_Latn"))
+    with caplog.at_level(logging.WARNING):
+        ans = answerer.answer([ex])[0]
+    assert ans.truncated and answerer.truncated_count == 1
+    assert len(ans.prompt.ids) <= 30
+    assert "truncated" in caplog.text and "x/1" in caplog.text
+
+
+def test_score_matches_a_per_position_loop(tiny_backend):
+    tok = tiny_backend.tokenizer
+    p = encode_prompt(tok, "English: The cat.\nGerman:")
+    ans = answer_ids(tok, p, "Der Katze sitzt auf der Matte.")
+    res = tiny_backend.score(p.ids, ans, top_k=5)
+    for i, tgt in enumerate(ans):
+        with torch.no_grad():
+            logits = tiny_backend.model(input_ids=torch.tensor([list(p.ids) + ans[:i]])).logits[0, -1]
+        logp = torch.log_softmax(logits.float(), -1)
+        assert res.logprobs[i] == pytest.approx(logp[tgt].item(), abs=1e-5)
+        assert res.ranks[i] == int((logp > logp[tgt]).sum()) + 1
+        assert res.top_ids[i] == logp.topk(5).indices.tolist()
+
+
+def test_signature_names_the_model_files(tiny_backend):
+    sig = tiny_backend.signature()
+    assert sig["backend"] == "hf" and sig["kind"] == "dir" and len(sig["sha256"]) == 64
