@@ -1,7 +1,7 @@
 """Throughput of greedy PRETTY generation with the HF backend on CPU: one example at a time vs
 batched, on the same prompts, checking the outputs are identical.
 
-    python benchmarks/throughput.py --n 32 --batch-size 8 --tgt deu_Latn
+    python benchmarks/throughput.py --n 32 --batch-size 8 --tgt deu_Latn [--dtype bfloat16]
 
 Target (issue 2): batched >= 3x one-at-a-time in sentences/s at batch size 8.
 """
@@ -28,12 +28,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
 
     t0 = time.time()
-    backend = load_backend("hf", args.model)
+    backend = load_backend("hf", args.model, dtype=args.dtype)
     print(f"model load: {time.time() - t0:.1f}s  ({backend.signature()['model']}, sha256 "
-          f"{backend.signature()['sha256'][:12]}, torch threads {__import__('torch').get_num_threads()})")
+          f"{backend.signature()['sha256'][:12]}, torch threads {__import__('torch').get_num_threads()}, {args.dtype})")
     task = TranslationTask(flores=args.flores, split="dev", n=args.n)
     examples = list(task.examples(get_language(args.tgt)))
     base = Decoding(max_new_tokens=args.max_new_tokens)

@@ -106,7 +106,8 @@ def render_output(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int]
         pos = text.find(stop, start)
         if pos != -1:
             cut = min(cut, pos)
-    return text[:cut].strip()
+    # A length cut can end inside a multi-byte character: drop its replacement character.
+    return text[:cut].strip().rstrip("\ufffd").rstrip()
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:

@@ -47,6 +47,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 @app.command()
 def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set task.n=10."),
+        flores: Optional[Path] = typer.Option(None, "--flores", help="FLORES directory (overrides task.flores)."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         quiet: bool = typer.Option(False, help="Do not print the report.")) -> None:
     """Run (or resume) every condition of CONFIG, store each result, and write the report."""
@@ -55,7 +56,10 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
     from .experiment.runner import Runner
 
     try:
-        cfg = load_config(config, _overrides(set_))
+        overrides = _overrides(set_)
+        if flores is not None:
+            overrides["task.flores"] = str(flores.resolve())
+        cfg = load_config(config, overrides)
         start = time.time()
         runner = Runner(cfg)
         summary = runner.run(progress=progress)

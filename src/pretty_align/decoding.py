@@ -23,7 +23,7 @@ class Decoding:
     length_slack: int = 16
     stop: tuple[str, ...] = ("\n",)
     loop_guard: bool = True
-    loop_max_period: int = 8
+    loop_max_period: int = 16
     loop_min_repeats: int = 4
     batch_size: int = 8
     strategy: str = "greedy"
@@ -50,7 +50,7 @@ class StopState:
     stops: tuple[str, ...]
     tokenizer: Tokenizer
     loop_guard: bool = True
-    loop_max_period: int = 8
+    loop_max_period: int = 16
     loop_min_repeats: int = 4
     lead_ok: bool = True
 
@@ -72,7 +72,7 @@ class StopState:
                    decoding.loop_min_repeats, lead_ok=not has_prior)
 
 
-def loop_period(ids: Sequence[int], max_period: int = 8, min_repeats: int = 4) -> int | None:
+def loop_period(ids: Sequence[int], max_period: int = 16, min_repeats: int = 4) -> int | None:
     """The period p if the last ``p * min_repeats`` ids are one p-gram repeated, else None."""
     n = len(ids)
     for p in range(1, max_period + 1):

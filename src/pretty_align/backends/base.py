@@ -27,6 +27,10 @@ class Capabilities:
     exact_scoring: bool = False   # score() gives full-vocabulary ranks (not a top-N approximation)
     adapters: bool = False        # can load a LoRA adapter
     chat_template: bool = False   # the model ships a chat template
+    # Greedy outputs do not depend on which rows share a batch. True for float32 on CPU (tested);
+    # bfloat16/float16 kernels round differently for different padded shapes, so there the batch
+    # size becomes part of every result key (and the runner forms batches deterministically).
+    batch_invariant: bool = True
 
 
 @dataclass(frozen=True)

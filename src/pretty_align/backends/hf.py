@@ -78,7 +78,8 @@ class HFBackend(Backend):
         if self.chat and not has_template:
             raise InputError(f"model '{model}' has no chat template", field="chat")
         self.capabilities = Capabilities(batched=True, token_ids_in=True, exact_scoring=True,
-                                         adapters=True, chat_template=has_template)
+                                         adapters=True, chat_template=has_template,
+                                         batch_invariant=dtype == "float32")
 
     def _load_adapter(self, adapter: str) -> None:
         if not Path(adapter).is_dir():

@@ -61,7 +61,10 @@ class Answerer:
         return self._fingerprint
 
     def signature(self) -> dict:
-        return {**self.backend.signature(), "chat": self.chat, "max_prompt_tokens": self.max_prompt_tokens}
+        sig = {**self.backend.signature(), "chat": self.chat, "max_prompt_tokens": self.max_prompt_tokens}
+        if not self.backend.capabilities.batch_invariant:
+            sig["batch_size"] = self.decoding.batch_size  # outputs depend on batch composition
+        return sig
 
     # -- prompts ------------------------------------------------------------------------------
     def prompt(self, example: Example) -> tuple[Prompt, int, bool]:

@@ -68,7 +68,7 @@ class DecodingConfig(_Strict):
     length_slack: int = 16
     stop: list[str] = Field(default_factory=lambda: ["\n"])
     loop_guard: bool = True
-    loop_max_period: int = 8
+    loop_max_period: int = 16
     loop_min_repeats: int = 4
     batch_size: int = 8
 

@@ -144,16 +144,25 @@ class Runner:
         with _progress(progress, len(todo), summary.skipped) as advance:
             for cond in self.conditions:  # reference first: model priors reuse its cached answers
                 for tgt in self.targets:
-                    items = [w for w in todo if w[0] is cond and w[1] is tgt]
-                    # Length bucketing: similar lengths share a batch, so little padding.
-                    items.sort(key=lambda w: len(w[3].source))
-                    for s in range(0, len(items), self.decoding.batch_size):
-                        batch = items[s:s + self.decoding.batch_size]
-                        self.store.insert_results(self._produce(cond, tgt, batch))
-                        summary.produced += len(batch)
-                        advance(len(batch), f"{cond.label} -> {tgt.code}")
+                    for batch in self._batches([w for w in work if w[0] is cond and w[1] is tgt]):
+                        missing = [w for w in batch if w[4] not in done]
+                        if not missing:
+                            continue
+                        rows = self._produce(cond, tgt, batch)
+                        self.store.insert_results([r for r in rows if r["key"] not in done])
+                        done.update(w[4] for w in missing)
+                        summary.produced += len(missing)
+                        advance(len(missing), f"{cond.label} -> {tgt.code}")
         summary.truncated = sum(a.truncated_count for a in self._answerers.values())
         return summary
+
+    def _batches(self, items: list) -> list[list]:
+        """Batches formed from the whole plan, not from what is left to do: a resumed run sees the
+        same batch compositions as an uninterrupted one, which matters for backends whose outputs
+        depend on the batch (bfloat16). Sorting by source length is the length bucketing."""
+        items = sorted(items, key=lambda w: (len(w[3].source), w[2]))
+        bs = self.decoding.batch_size
+        return [items[s:s + bs] for s in range(0, len(items), bs)]
 
     def _produce(self, cond: Condition, tgt: Language, batch: list) -> list[dict]:
         examples = [w[3] for w in batch]
