@@ -30,10 +30,17 @@ def requests(tok):
     return reqs
 
 
-def test_batched_equals_one_at_a_time(tiny_backend):
+def test_batched_equals_one_at_a_time(tiny_backend, monkeypatch):
+    from pretty_align.backends import hf
+
+    merges = []
+    real_merge = hf._Batch.merge
+    monkeypatch.setattr(hf._Batch, "merge", lambda self, other: merges.append(1) or real_merge(self, other))
     reqs = requests(tiny_backend.tokenizer)
     single = [tiny_backend.generate([r], replace(NO_STOP, batch_size=1))[0] for r in reqs]
     batched = tiny_backend.generate(reqs, replace(NO_STOP, batch_size=4))
+    sliding = tiny_backend.model.config.model_type.startswith("gemma3")  # window 6: merging is unsafe
+    assert (len(merges) == 0) if sliding else (len(merges) >= 2)  # freed slots were refilled
     assert [g.new_ids for g in batched] == [g.new_ids for g in single]
     assert [len(g.new_ids) for g in single] == [4 + i for i in range(7)]  # per-row budgets
     assert {g.stop_reason for g in single} == {"length"}
@@ -49,17 +56,18 @@ def test_batched_equals_single_with_stops_and_loop_guard(tiny_backend):
 
 def test_prior_ids_are_appended_to_the_prompt_ids(tiny_backend, monkeypatch):
     seen = []
-    real = tiny_backend.model.generate
+    real = tiny_backend.model.forward
 
     def spy(*args, **kwargs):
         seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tiny_backend.model, "generate", spy)
+    monkeypatch.setattr(tiny_backend.model, "forward", spy)
     reqs = requests(tiny_backend.tokenizer)
     tiny_backend.generate(reqs[:3], replace(NO_STOP, batch_size=3))
-    ids, mask = seen[0]
+    ids, mask = seen[0]  # the prefill
     rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    assert all(x.shape[1] == 1 for x, _ in seen[1:])  # then one token per step, from the cache
     expected = sorted((list(r.prompt_ids) + list(r.prior_ids) for r in reqs[:3]), key=len)
     assert rows == expected  # left padding only, nothing re-tokenized
 

@@ -1,8 +1,10 @@
 """The backend contract. A backend is a model plus its tokenizer behind four calls:
 
-* ``generate(requests, decoding)``: batched greedy continuation of ``prompt.ids + prior_ids``;
-  returns the new ids only (the caller renders text through ``boundary.render_output``).
-  Invariant: batched output == one-at-a-time output.
+* ``generate(requests, decoding, on_done=None)``: batched greedy continuation of
+  ``prompt.ids + prior_ids``; returns the new ids only (the caller renders text through
+  ``boundary.render_output``) and calls ``on_done(i, generation)`` as each request finishes, so
+  results can be stored as they are produced. Invariant: batched output == one-at-a-time output
+  (where ``capabilities.batch_invariant``).
 * ``score(prompt_ids, answer_ids, top_k)``: teacher forcing in one forward pass: per answer
   position the log-prob and 1-based rank of the given token and the top-k ids.
 * ``tokenizer``: a ``boundary.Tokenizer``; ``render_chat(text)`` for chat-template models.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..boundary import Tokenizer
 from ..decoding import Decoding
@@ -53,6 +55,9 @@ class ScoreResult:
     top_ids: list[list[int]] = field(default_factory=list)
 
 
+OnDone = Callable[[int, Generation], None]
+
+
 class Backend(ABC):
     registry_name = "?"
     capabilities = Capabilities()
@@ -70,7 +75,8 @@ class Backend(ABC):
         raise CapabilityError(f"backend '{self.registry_name}' has no chat template")
 
     @abstractmethod
-    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding) -> list[Generation]: ...
+    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
+                 on_done: OnDone | None = None) -> list[Generation]: ...
 
     def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
         raise CapabilityError(f"backend '{self.registry_name}' cannot score answers (exact_scoring=False)")

@@ -9,7 +9,7 @@ Models (the ``model`` string):
 * ``fake:empty`` answers with a newline at once.
 
 A prior steers it like a real model: when the answer starts with the prior, it continues it; when
-not, it writes the prior followed by its answer. ``delay`` (seconds per ``generate`` call) lets tests
+not, it writes the prior followed by its answer. ``delay`` (seconds per request) lets tests
 kill a run part-way.
 """
 
@@ -21,7 +21,7 @@ from typing import Sequence
 from ..boundary import Tokenizer
 from ..decoding import Decoding, StopState, trim_loop
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
 
 PAD, BOS, EOS, OFFSET = 0, 1, 2, 3
 
@@ -82,11 +82,17 @@ class FakeBackend(Backend):
             src = src.upper()
         return f" {src}\nEnglish: {src}\n"
 
-    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
+                 on_done: OnDone | None = None) -> list[Generation]:
         self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
-        return [self._one(r, decoding) for r in requests]
+        out = []
+        for i, req in enumerate(requests):
+            if self.delay:
+                time.sleep(self.delay)  # per request: lets tests kill a run part-way
+            out.append(self._one(req, decoding))
+            if on_done:
+                on_done(i, out[-1])
+        return out
 
     def _one(self, req: GenerationRequest, decoding: Decoding) -> Generation:
         prompt = self._tok.decode(req.prompt_ids, skip_special_tokens=True)

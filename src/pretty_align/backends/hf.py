@@ -4,7 +4,8 @@ GGUF files are dequantized by transformers on first load (slow: ~50 s for gemma-
 result is cached as a regular checkpoint under the pretty-align cache, keyed by the file's sha256,
 so later loads take seconds. Greedy generation is batched with left padding; rows are sorted by
 length so batches carry little padding, and every row stops on its own (stop string, EOS, loop
-guard, its own token budget) through ``StopState``, exactly as it would alone.
+guard, its own token budget) through ``StopState``, exactly as it would alone; a finished row
+leaves the batch, so the others do not wait for it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from ..decoding import Decoding, StopState, trim_loop
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, cache_dir, dir_sha256, resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, ScoreResult
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult
 
 log = logging.getLogger(__name__)
+REFILL_DIVISOR = 2  # refill once batch_size // 2 slots are free
 
 
 def _load(resolved: ResolvedModel, dtype: str):
@@ -100,45 +102,57 @@ class HFBackend(Backend):
                                              add_generation_prompt=True)
 
     # -- generation -------------------------------------------------------------------------
-    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
+                 on_done: OnDone | None = None) -> list[Generation]:
+        """Greedy continuous batching: up to ``batch_size`` rows decode together; a row that stops
+        leaves the batch and the next request (by length) is prefilled and merged in its place.
+        Left padding + attention mask keep every row's computation that of the row alone
+        (batched == one at a time, tested)."""
+        import torch
+
         order = sorted(range(len(requests)),
                        key=lambda i: len(requests[i].prompt_ids) + len(requests[i].prior_ids))
+        pending = [(i, requests[i]) for i in order]
         out: list[Generation | None] = [None] * len(requests)
-        for start in range(0, len(order), decoding.batch_size):
-            idx = order[start:start + decoding.batch_size]
-            for i, g in zip(idx, self._generate_batch([requests[i] for i in idx], decoding)):
-                out[i] = g
+        eos = self._eos_ids()
+        batch: _Batch | None = None
+        with torch.inference_mode():
+            while pending or batch is not None:
+                room = decoding.batch_size - (len(batch.rows) if batch else 0)
+                # Refill once a few slots are free: prefilling one row alone costs ~2 decode steps.
+                if pending and (batch is None or room >= max(1, decoding.batch_size // REFILL_DIVISOR)):
+                    group = pending[:room]
+                    width = max(len(r.prompt_ids) + len(r.prior_ids) for _, r in group)
+                    if batch is None or batch.can_merge(width, decoding.max_new_tokens):
+                        pending = pending[room:]
+                        fresh = self._prefill(group, decoding)
+                        batch = fresh if batch is None else batch.merge(fresh)
+                for row, gen in batch.step(eos, decoding):  # type: ignore[union-attr]
+                    out[row] = gen
+                    if on_done:
+                        on_done(row, gen)
+                if not batch.rows:  # type: ignore[union-attr]
+                    batch = None
+                else:
+                    batch.advance(self.model)  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
 
-    def _generate_batch(self, reqs: Sequence[GenerationRequest], decoding: Decoding) -> list[Generation]:
+    def _prefill(self, group: list[tuple[int, GenerationRequest]], decoding: Decoding) -> "_Batch":
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import DynamicCache
 
-        inputs = [list(r.prompt_ids) + list(r.prior_ids) for r in reqs]
+        inputs = [list(r.prompt_ids) + list(r.prior_ids) for _, r in group]
         width = max(map(len, inputs))
         pad = self._tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in inputs])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in inputs])
-        budgets = [r.max_new_tokens or decoding.max_new_tokens for r in reqs]
-        states = [StopState.for_request(decoding, self._tok, has_prior=bool(r.prior_ids)) for r in reqs]
-        eos = self._eos_ids()
-
-        class RowStop(StoppingCriteria):
-            """Per-row stop: each row ends exactly where it would end alone."""
-
-            def __call__(self, input_ids, scores, **kwargs):
-                done = []
-                for row, state, budget in zip(input_ids.tolist(), states, budgets):
-                    new = row[width:]
-                    done.append(len(new) >= budget or new[-1] in eos or state.check(new) is not None)
-                return torch.tensor(done, dtype=torch.bool)
-
-        with torch.inference_mode():
-            seqs = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(budgets),
-                                       do_sample=False, stopping_criteria=StoppingCriteriaList([RowStop()]),
-                                       pad_token_id=pad, eos_token_id=sorted(eos))
-        return [self._finish(row[width:], state, budget, eos, decoding)
-                for row, state, budget in zip(seqs.tolist(), states, budgets)]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        rows = [_Row(i, r.max_new_tokens or decoding.max_new_tokens,
+                     StopState.for_request(decoding, self._tok, has_prior=bool(r.prior_ids))) for i, r in group]
+        return _Batch(rows, cache, mask, pos[:, -1] + 1, logits)
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -146,23 +160,6 @@ class HFBackend(Backend):
         if self._tok.eos_token_id is not None:
             ids.add(self._tok.eos_token_id)
         return ids
-
-    @staticmethod
-    def _finish(new: list[int], state: StopState, budget: int, eos: set[int], decoding: Decoding) -> Generation:
-        """Replay the stopping rule over a row's tokens (padding after the stop is dropped)."""
-        kept: list[int] = []
-        for tok in new:
-            if tok in eos:
-                return Generation(kept, "eos")
-            kept.append(tok)
-            reason = state.check(kept)
-            if reason == "loop":
-                return Generation(trim_loop(kept, decoding.loop_max_period, decoding.loop_min_repeats), "loop")
-            if reason:
-                return Generation(kept, reason)
-            if len(kept) >= budget:
-                break
-        return Generation(kept, "length")
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
@@ -185,3 +182,104 @@ class HFBackend(Backend):
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,
                 "sha256": self.resolved.sha256, "adapter_sha256": self.adapter_sha256,
                 "dtype": self.dtype, "chat": self.chat}
+
+
+class _Row:
+    """One request being decoded: its new tokens and its own stopping rule."""
+
+    def __init__(self, index: int, budget: int, state: StopState) -> None:
+        self.index, self.budget, self.state = index, budget, state
+        self.new: list[int] = []
+
+    def push(self, tok: int, eos: set[int], decoding: Decoding) -> Generation | None:
+        """Append one token; return the row's Generation when it stops, else None."""
+        if tok in eos:
+            return Generation(self.new, "eos")
+        self.new.append(tok)
+        reason = self.state.check(self.new)
+        if reason == "loop":
+            return Generation(trim_loop(self.new, decoding.loop_max_period, decoding.loop_min_repeats), "loop")
+        if reason:
+            return Generation(self.new, reason)
+        if len(self.new) >= self.budget:
+            return Generation(self.new, "length")
+        return None
+
+
+class _Batch:
+    """Rows decoding together: a KV cache, a left-padded attention mask, each row's next position
+    and the logits of each row's next token. Invariant: row j of every tensor is ``rows[j]``, and
+    the cache length equals the mask width."""
+
+    def __init__(self, rows: list[_Row], cache, mask, next_pos, logits) -> None:
+        self.rows, self.cache, self.mask, self.next_pos, self.logits = rows, cache, mask, next_pos, logits
+        self._tokens = None
+
+    def step(self, eos: set[int], decoding: Decoding) -> list[tuple[int, Generation]]:
+        """Greedy-pick each row's token; drop the rows that stop (from the cache too)."""
+        import torch
+
+        tokens = self.logits.argmax(-1).tolist()
+        finished, keep = [], []
+        for j, row in enumerate(self.rows):
+            gen = row.push(tokens[j], eos, decoding)
+            if gen is None:
+                keep.append(j)
+            else:
+                finished.append((row.index, gen))
+        if finished and keep:
+            idx = torch.tensor(keep)
+            self.cache.batch_select_indices(idx)
+            self.mask, self.next_pos = self.mask[idx], self.next_pos[idx]
+        self.rows = [self.rows[j] for j in keep]
+        self._tokens = torch.tensor([tokens[j] for j in keep])[:, None]
+        return finished
+
+    def advance(self, model) -> None:
+        """Feed each row's last token: one decode step for the whole batch."""
+        import torch
+
+        self.mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
+        self.logits = model(input_ids=self._tokens, attention_mask=self.mask, position_ids=self.next_pos[:, None],
+                            past_key_values=self.cache, use_cache=True).logits[:, -1]
+        self.next_pos = self.next_pos + 1
+
+    def can_merge(self, width: int, max_new_tokens: int) -> bool:
+        """Merging left-pads caches. That is exact for plain layers, and for sliding-window layers
+        only while every sequence, until it ends, fits in the window."""
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+        final = max(self.mask.shape[1], width) + max_new_tokens
+        for layer in self.cache.layers:
+            if type(layer) is DynamicSlidingWindowLayer:
+                if final >= layer.sliding_window - 1:
+                    return False
+            elif type(layer) is not DynamicLayer:
+                return False
+        return True
+
+    def merge(self, other: "_Batch") -> "_Batch":
+        """Append ``other``'s rows, left-padding the shorter side's cache and mask with zeros
+        (masked positions: exactly as if the row had been left-padded from the start)."""
+        import torch
+
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for la, lb in zip(self.cache.layers, other.cache.layers):
+            la.keys = torch.cat([_left_pad(la.keys, width), _left_pad(lb.keys, width)], dim=0)
+            la.values = torch.cat([_left_pad(la.values, width), _left_pad(lb.values, width)], dim=0)
+            if hasattr(la, "cumulative_length"):
+                la.cumulative_length = width
+        mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(other.mask, width, dim=1)], dim=0)
+        return _Batch(self.rows + other.rows, self.cache, mask, torch.cat([self.next_pos, other.next_pos]),
+                      torch.cat([self.logits, other.logits]))
+
+
+def _left_pad(t, width: int, dim: int = -2):
+    import torch
+
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([torch.zeros(shape, dtype=t.dtype), t], dim=dim)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
-from ..backends.base import Backend, GenerationRequest
+from ..backends.base import Backend, Generation, GenerationRequest
 from ..boundary import Prompt, encode_prompt, model_input, render_output, tokenizer_fingerprint
 from ..decoding import Decoding
 from ..errors import InputError
@@ -96,32 +96,48 @@ class Answerer:
         return self._encode(example, short), keep, True
 
     # -- generation ---------------------------------------------------------------------------
-    def answer(self, examples: Sequence[Example], priors: Sequence[Sequence[int]] | None = None) -> list[Answer]:
-        """Answers for ``examples``, each primed with its prior ids (none when ``priors`` is None)."""
+    def answer(self, examples: Sequence[Example], priors: Sequence[Sequence[int]] | None = None,
+               on_answer: Callable[[int, Answer], None] | None = None) -> list[Answer]:
+        """Answers for ``examples``, each primed with its prior ids (none when ``priors`` is None).
+        ``on_answer(i, answer)`` is called as each one is ready (cached ones first)."""
         priors = priors if priors is not None else [()] * len(examples)
         prompts = [self.prompt(ex) for ex in examples]
         reqs = [GenerationRequest(p.ids, tuple(prior), self.decoding.budget(n_src))
                 for (p, n_src, _), prior in zip(prompts, priors)]
-        gens = self._generate_cached(reqs)
-        out = []
-        for ex, (p, _, truncated), req, (new_ids, reason) in zip(examples, prompts, reqs, gens):
+        out: list[Answer | None] = [None] * len(examples)
+
+        def done(i: int, new_ids: list[int], reason: str) -> None:
+            (p, _, truncated), ex, req = prompts[i], examples[i], reqs[i]
             text = render_output(self.tokenizer, p, req.prior_ids, new_ids, self.decoding.stop)
-            out.append(Answer(self.task.clean_answer(text, ex), text, list(req.prior_ids), new_ids, reason, truncated, p))
-        return out
+            out[i] = Answer(self.task.clean_answer(text, ex), text, list(req.prior_ids), new_ids, reason,
+                            truncated, p)
+            if on_answer:
+                on_answer(i, out[i])
+
+        self._generate_cached(reqs, done)
+        return out  # type: ignore[return-value]
 
     def _gen_key(self, req: GenerationRequest) -> str:
         return content_hash({"model": self.signature(), "decoding": self.decoding.signature(),
                              "input": model_input(Prompt("", req.prompt_ids, ""), req.prior_ids),
                              "budget": req.max_new_tokens})
 
-    def _generate_cached(self, reqs: list[GenerationRequest]) -> list[tuple[list[int], str]]:
+    def _generate_cached(self, reqs: list[GenerationRequest], done: Callable[[int, list[int], str], None]) -> None:
         keys = [self._gen_key(r) for r in reqs]
         cached = self.store.get_generations(keys) if self.store else {}
-        todo = [i for i, k in enumerate(keys) if k not in cached]
-        if todo:
-            gens = self.backend.generate([reqs[i] for i in todo], self.decoding)
-            fresh = {keys[i]: {"new_ids": g.new_ids, "stop_reason": g.stop_reason} for i, g in zip(todo, gens)}
+        todo = []
+        for i, k in enumerate(keys):
+            if k in cached:
+                done(i, cached[k]["new_ids"], cached[k]["stop_reason"])
+            else:
+                todo.append(i)
+        if not todo:
+            return
+
+        def fresh(j: int, gen: Generation) -> None:
+            i = todo[j]
             if self.store:
-                self.store.put_generations(fresh)
-            cached = {**cached, **fresh}
-        return [(cached[k]["new_ids"], cached[k]["stop_reason"]) for k in keys]
+                self.store.put_generations({keys[i]: {"new_ids": gen.new_ids, "stop_reason": gen.stop_reason}})
+            done(i, gen.new_ids, gen.stop_reason)
+
+        self.backend.generate([reqs[i] for i in todo], self.decoding, on_done=fresh)

@@ -19,13 +19,14 @@ from ..languages import Language, get_language
 from ..metrics.offtarget import detect
 from ..priors import Prior, PriorItem, make_prior
 from ..tasks import TASKS, Example, Task
-from .answerer import Answerer
+from .answerer import Answer, Answerer
 from .config import ExperimentConfig, ModelConfig, PriorConfig
 from .signature import content_hash, package_versions, text_hash
 from .store import Store
 
 log = logging.getLogger(__name__)
 REFERENCE = "reference"
+CHUNK_BATCHES = 8  # batches per chunk handed to the backend (continuous batching refills from it)
 
 
 @dataclass
@@ -144,48 +145,52 @@ class Runner:
         with _progress(progress, len(todo), summary.skipped) as advance:
             for cond in self.conditions:  # reference first: model priors reuse its cached answers
                 for tgt in self.targets:
-                    for batch in self._batches([w for w in work if w[0] is cond and w[1] is tgt]):
-                        missing = [w for w in batch if w[4] not in done]
-                        if not missing:
+                    for chunk in self._chunks([w for w in work if w[0] is cond and w[1] is tgt]):
+                        if all(w[4] in done for w in chunk):
                             continue
-                        rows = self._produce(cond, tgt, batch)
-                        self.store.insert_results([r for r in rows if r["key"] not in done])
-                        done.update(w[4] for w in missing)
-                        summary.produced += len(missing)
-                        advance(len(missing), f"{cond.label} -> {tgt.code}")
+                        if cond.answerer.backend.capabilities.batch_invariant:
+                            chunk = [w for w in chunk if w[4] not in done]
+
+                        def store(w: tuple, row: dict, cond: Condition = cond, tgt: Language = tgt) -> None:
+                            if w[4] not in done:  # regenerated for batch composition only: not stored twice
+                                self.store.insert_results([row])
+                                done.add(w[4])
+                                summary.produced += 1
+                                advance(1, f"{cond.label} -> {tgt.code}")
+
+                        self._produce(cond, tgt, chunk, store)
         summary.truncated = sum(a.truncated_count for a in self._answerers.values())
         return summary
 
-    def _batches(self, items: list) -> list[list]:
-        """Batches formed from the whole plan, not from what is left to do: a resumed run sees the
-        same batch compositions as an uninterrupted one, which matters for backends whose outputs
-        depend on the batch (bfloat16). Sorting by source length is the length bucketing."""
+    def _chunks(self, items: list) -> list[list]:
+        """Chunks of the whole plan, sorted by source length (length bucketing). A chunk goes to the
+        backend at once, so freed batch slots are refilled; each result is stored as it finishes.
+        Chunks come from the plan, not from what is left to do, so a resumed run sees the same
+        compositions as an uninterrupted one: backends whose outputs depend on the batch
+        (bfloat16) regenerate the whole chunk, batch-invariant ones only the missing rows."""
         items = sorted(items, key=lambda w: (len(w[3].source), w[2]))
-        bs = self.decoding.batch_size
-        return [items[s:s + bs] for s in range(0, len(items), bs)]
+        size = self.decoding.batch_size * CHUNK_BATCHES
+        return [items[s:s + size] for s in range(0, len(items), size)]
 
-    def _produce(self, cond: Condition, tgt: Language, batch: list) -> list[dict]:
-        examples = [w[3] for w in batch]
-        if cond.prior is None:
-            priors = None
-            answers = cond.answerer.answer(examples)
-        else:
+    def _produce(self, cond: Condition, tgt: Language, chunk: list, store: Callable[[tuple, dict], None]) -> None:
+        examples = [w[3] for w in chunk]
+        priors = None
+        if cond.prior is not None:
             items = [PriorItem(ex, cond.answerer.prompt(ex)[0]) for ex in examples]
             priors = cond.prior.build(items, cond.answerer.tokenizer)
-            answers = cond.answerer.answer(examples, [p.ids for p in priors])
-        langs = detect([a.text for a in answers])
         sig = cond.signature(tgt)
-        rows = []
-        for j, ((_, _, _, ex, key), ans, lang) in enumerate(zip(batch, answers, langs)):
-            p = priors[j] if priors else None
-            rows.append({
+
+        def row(j: int, ans: Answer) -> None:
+            (_, _, _, ex, key), p = chunk[j], priors[j] if priors else None
+            store(chunk[j], {
                 "key": key, "condition": cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
                 "reference": ex.reference, "output": ans.text,
                 "prior_text": p.text if p else "", "prior_ids": p.ids if p else [],
                 "prior_fell_back": int(p.fell_back) if p else 0, "provenance": p.provenance if p else {},
                 "new_tokens": len(ans.new_ids), "stop_reason": ans.stop_reason, "truncated": int(ans.truncated),
-                "detected_lang": lang, "signature": sig})
-        return rows
+                "detected_lang": detect([ans.text])[0], "signature": sig})
+
+        cond.answerer.answer(examples, [p.ids for p in priors] if priors else None, on_answer=row)
 
 
 class _progress:
