@@ -114,3 +114,25 @@ def test_score_matches_a_per_position_loop(tiny_backend):
 def test_signature_names_the_model_files(tiny_backend):
     sig = tiny_backend.signature()
     assert sig["backend"] == "hf" and sig["kind"] == "dir" and len(sig["sha256"]) == 64
+
+
+def test_lora_adapter_round_trips_through_the_backend(tiny_model_dir, tmp_path):
+    """A LoRA adapter saved by peft loads by path and changes outputs exactly as peft does."""
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    from pretty_align.backends import load_backend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    plain = load_backend("hf", str(tiny_model_dir))
+    adapted = load_backend("hf", str(tiny_model_dir), adapter=str(tmp_path / "adapter"))
+    assert adapted.signature()["adapter_sha256"] and plain.signature()["adapter_sha256"] is None
+    p = encode_prompt(plain.tokenizer, "English: The cat.\nGerman:")
+    with torch.no_grad():
+        expected = lora(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax().item()
+    [gen] = adapted.generate([GenerationRequest(p.ids)], Decoding(max_new_tokens=1, stop=()))
+    assert gen.new_ids == [expected]
+    assert adapted.score(p.ids, [expected]).ranks == [1]

@@ -98,6 +98,8 @@ class Runner:
         for name in ("dictionary", "stopwords", "command"):
             if getattr(pc, name) is not None:
                 params[name] = getattr(pc, name)
+        if pc.strategy in {"pseudo", "random"}:
+            params.setdefault("src", self.cfg.task.source)  # resolves {src_iso1} in dictionary paths
         if pc.strategy in {"model", "sft"}:
             if pc.model in (None, REFERENCE):
                 if self.reference is None:
