@@ -10,6 +10,7 @@ leaves the batch, so the others do not wait for it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -79,6 +80,9 @@ class HFBackend(Backend):
         self.chat = has_template if chat is None else chat
         if self.chat and not has_template:
             raise InputError(f"model '{model}' has no chat template", field="chat")
+        # transformers >= 5.x renamed ``past_key_values`` to ``cache``; use whichever forward takes.
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self.cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self.capabilities = Capabilities(batched=True, token_ids_in=True, exact_scoring=True,
                                          adapters=True, chat_template=has_template,
                                          batch_invariant=dtype == "float32")
@@ -148,11 +152,11 @@ class HFBackend(Backend):
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in inputs])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                            logits_to_keep=1, **{self.cache_kw: cache}).logits[:, -1]
         rows = [_Row(i, r.max_new_tokens or decoding.max_new_tokens,
                      StopState.for_request(decoding, self._tok, has_prior=bool(r.prior_ids))) for i, r in group]
-        return _Batch(rows, cache, mask, pos[:, -1] + 1, logits)
+        return _Batch(rows, cache, mask, pos[:, -1] + 1, logits, self.cache_kw)
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -211,8 +215,9 @@ class _Batch:
     and the logits of each row's next token. Invariant: row j of every tensor is ``rows[j]``, and
     the cache length equals the mask width."""
 
-    def __init__(self, rows: list[_Row], cache, mask, next_pos, logits) -> None:
+    def __init__(self, rows: list[_Row], cache, mask, next_pos, logits, cache_kw: str) -> None:
         self.rows, self.cache, self.mask, self.next_pos, self.logits = rows, cache, mask, next_pos, logits
+        self.cache_kw = cache_kw
         self._tokens = None
 
     def step(self, eos: set[int], decoding: Decoding) -> list[tuple[int, Generation]]:
@@ -241,7 +246,7 @@ class _Batch:
 
         self.mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
         self.logits = model(input_ids=self._tokens, attention_mask=self.mask, position_ids=self.next_pos[:, None],
-                            past_key_values=self.cache, use_cache=True).logits[:, -1]
+                            use_cache=True, **{self.cache_kw: self.cache}).logits[:, -1]
         self.next_pos = self.next_pos + 1
 
     def can_merge(self, width: int, max_new_tokens: int) -> bool:
@@ -271,7 +276,7 @@ class _Batch:
                 la.cumulative_length = width
         mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(other.mask, width, dim=1)], dim=0)
         return _Batch(self.rows + other.rows, self.cache, mask, torch.cat([self.next_pos, other.next_pos]),
-                      torch.cat([self.logits, other.logits]))
+                      torch.cat([self.logits, other.logits]), self.cache_kw)
 
 
 def _left_pad(t, width: int, dim: int = -2):
