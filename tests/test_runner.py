@@ -183,3 +183,13 @@ def test_model_prior_from_a_chat_model_goes_through_text(tmp_path):
             pass
 
         make_prior("sft", k=1, answerer=answerer).build([], Other())
+
+
+def test_language_id_can_be_restricted(tmp_path, shared_data):
+    cfg = load_config(write_config(tmp_path, shared_data, "l.sqlite", n=2),
+                      {"metrics.langid_langs": ["de", "en", "zh"]})
+    runner = Runner(cfg)
+    runner.run(progress=False)
+    res = compute(runner.store, "t")
+    assert res["metric_signatures"]["off-target %"] == ["langid:py3langid-0.4.0|langs:de,en,zh"]
+    assert {r["detected_lang"] for r in runner.store.rows("t")} <= {"de", "en", "zh"}

@@ -113,6 +113,7 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
               command: Optional[str] = typer.Option(None, help="Command for the command prior."),
               backend: str = typer.Option("hf", help="Backend name."),
               adapter: Optional[str] = typer.Option(None, help="LoRA adapter directory for the base model."),
+              dtype: str = typer.Option("float32", help="float32 (exact, batch-invariant) or bfloat16 (faster)."),
               show_prior: bool = typer.Option(False, help="Print the prior and its provenance to stderr.")) -> None:
     """Translate with a base model primed by a prior (one line of output per input)."""
     from . import translate as api_translate
@@ -130,7 +131,7 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
         for i, t in enumerate(texts, 1):
             if not t.strip():
                 raise InputError("empty source text", path="<stdin>" if not text else "<argument>", line=i)
-        base = load_backend(backend, model, adapter=adapter)
+        base = load_backend(backend, model, adapter=adapter, dtype=dtype)
         params: dict[str, Any] = {}
         if dictionary:
             params["dictionary"] = dictionary
@@ -139,7 +140,7 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
         if prior in {"model", "sft"}:
             if not prior_model:
                 raise InputError("--prior-model is required for the model/sft prior", field="--prior-model")
-            other = load_backend(backend, prior_model)
+            other = load_backend(backend, prior_model, dtype=dtype)
             params["answerer"] = Answerer(other, _InlineTask(src, DEFAULT_TEMPLATE), Decoding())
         strategy = None if prior == "none" else make_prior(prior, k=k, **params)
         results = api_translate(base, texts, to, src=src, prior=strategy)

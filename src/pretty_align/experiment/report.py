@@ -19,11 +19,11 @@ from .store import Store
 RATIO_METRICS = ("BLEU", "chrF++")
 
 
-def _metrics(comet_checkpoint: str | None = None) -> list[tuple[str, Metric]]:
+def _metrics(comet_checkpoint: str | None = None, langid_langs: list[str] | None = None) -> list[tuple[str, Metric]]:
     ms: list[tuple[str, Metric]] = [("BLEU", BLEU()), ("chrF++", ChrFpp())]
     if SpBLEU.available("flores200"):
         ms.append(("spBLEU", SpBLEU("flores200")))
-    ms.append(("off-target %", OffTarget()))
+    ms.append(("off-target %", OffTarget(langid_langs)))
     if comet_checkpoint:
         from ..metrics import Comet
         ms.append(("COMET", Comet(comet_checkpoint)))
@@ -40,7 +40,8 @@ def compute(store: Store, run: str) -> dict[str, Any]:
         groups[(r["condition"], r["tgt"])].append(r)
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     targets = list(dict.fromkeys(r["tgt"] for r in rows))
-    metrics = _metrics((config.get("metrics") or {}).get("comet_checkpoint"))
+    mcfg = config.get("metrics") or {}
+    metrics = _metrics(mcfg.get("comet_checkpoint"), mcfg.get("langid_langs"))
     cells: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     signatures: dict[str, set[str]] = defaultdict(set)
     for (cond, tgt_code), rs in groups.items():

@@ -190,7 +190,7 @@ class Runner:
                 "prior_text": p.text if p else "", "prior_ids": p.ids if p else [],
                 "prior_fell_back": int(p.fell_back) if p else 0, "provenance": p.provenance if p else {},
                 "new_tokens": len(ans.new_ids), "stop_reason": ans.stop_reason, "truncated": int(ans.truncated),
-                "detected_lang": detect([ans.text])[0], "signature": sig})
+                "detected_lang": detect([ans.text], self.cfg.metrics.langid_langs)[0], "signature": sig})
 
         cond.answerer.answer(examples, [p.ids for p in priors] if priors else None, on_answer=row)
 
