@@ -23,7 +23,7 @@ store = "{store}"
 [base]
 model = "fake:echo"
 backend = "fake"
-options = {{ delay = {delay} }}
+options = {{ delay = {delay}, batch_dependent = {batch_dependent} }}
 [reference]
 model = "fake:upper"
 backend = "fake"
@@ -51,9 +51,11 @@ k = 3
 """
 
 
-def write_config(tmp_path: Path, data: Path, store: str, *, delay=0.0, n=6, max_new=200, max_prompt_tokens=1024):
+def write_config(tmp_path: Path, data: Path, store: str, *, delay=0.0, n=6, max_new=200, max_prompt_tokens=1024,
+                 batch_dependent=False):
     cfg = tmp_path / f"{Path(store).stem}.toml"
     cfg.write_text(CONFIG.format(store=tmp_path / store, delay=delay, n=n, max_new=max_new,
+                                 batch_dependent=str(batch_dependent).lower(),
                                  flores=data / "flores200", muse=data / "dictionaries" / "muse",
                                  max_prompt_tokens=max_prompt_tokens))
     return cfg
@@ -91,12 +93,15 @@ def test_full_run_and_report(tmp_path, shared_data):
     assert "## deu_Latn" in text and "Mean over languages" in text and "nrefs:1" in text
 
 
-def test_sigkill_then_resume_gives_the_same_rows(tmp_path, shared_data):
-    ref_cfg = write_config(tmp_path, shared_data, "uninterrupted.sqlite")
+@pytest.mark.parametrize("batch_dependent", [False, True], ids=["batch-invariant", "batch-dependent"])
+def test_sigkill_then_resume_gives_the_same_rows(tmp_path, shared_data, batch_dependent):
+    ref_cfg = write_config(tmp_path, shared_data, "uninterrupted.sqlite", batch_dependent=batch_dependent)
     Runner(load_config(ref_cfg)).run(progress=False)
     expected = table(tmp_path / "uninterrupted.sqlite")
+    if batch_dependent:
+        assert any("(batch of" in row[4] for row in expected)
 
-    cfg = write_config(tmp_path, shared_data, "killed.sqlite", delay=0.15)
+    cfg = write_config(tmp_path, shared_data, "killed.sqlite", delay=0.1, batch_dependent=batch_dependent)
     cmd = [sys.executable, "-m", "pretty_align.cli", "run", str(cfg), "--no-progress", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = tmp_path / "killed.sqlite"
@@ -109,12 +114,12 @@ def test_sigkill_then_resume_gives_the_same_rows(tmp_path, shared_data):
                 count = sqlite3.connect(store).execute("SELECT COUNT(*) FROM results").fetchone()[0]
             except sqlite3.OperationalError:
                 continue
-            if count >= 10:
+            if count >= 15:  # the 12 reference rows, then 3 into the base model's first chunk of 6
                 break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = table(store)
-    assert 10 <= len(partial) < len(expected), "the run must be killed part-way"
+    assert 15 <= len(partial) < len(expected), "the run must be killed part-way"
     assert set(partial) <= set(expected)  # what was stored before the kill is already final
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

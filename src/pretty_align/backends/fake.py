@@ -8,6 +8,9 @@ Models (the ``model`` string):
 * ``fake:loop``  answers ``ab ab ab ...`` forever (exercises the loop guard and length cap);
 * ``fake:empty`` answers with a newline at once.
 
+``batch_dependent=True`` prefixes the size of the ``generate`` call to each answer, like bfloat16
+kernels whose results depend on the batch (``capabilities.batch_invariant`` is then False).
+
 A prior steers it like a real model: when the answer starts with the prior, it continues it; when
 not, it writes the prior followed by its answer. ``delay`` (seconds per request) lets tests
 kill a run part-way.
@@ -54,14 +57,18 @@ def _source_line(prompt: str) -> str:
 
 @BACKENDS.register("fake")
 class FakeBackend(Backend):
-    def __init__(self, model: str = "fake:echo", *, delay: float = 0.0, chat: bool = False, **_: object) -> None:
+    def __init__(self, model: str = "fake:echo", *, delay: float = 0.0, chat: bool = False,
+                 batch_dependent: bool = False, **_: object) -> None:
         self.model = model
         self.behaviour = model.split(":", 1)[1] if ":" in model else model
         if self.behaviour not in {"echo", "upper", "loop", "empty"}:
             raise ValueError(f"unknown fake model '{model}'; expected fake:echo, fake:upper, fake:loop or fake:empty")
         self.delay = delay
         self.chat = chat
-        self.capabilities = Capabilities(batched=True, token_ids_in=True, chat_template=chat)
+        # batch_dependent mimics bfloat16 kernels: the answer depends on the other rows of the call
+        self.batch_dependent = batch_dependent
+        self.capabilities = Capabilities(batched=True, token_ids_in=True, chat_template=chat,
+                                         batch_invariant=not batch_dependent)
         self._tok = CharTokenizer()
         self.calls = 0
 
@@ -89,15 +96,17 @@ class FakeBackend(Backend):
         for i, req in enumerate(requests):
             if self.delay:
                 time.sleep(self.delay)  # per request: lets tests kill a run part-way
-            out.append(self._one(req, decoding))
+            out.append(self._one(req, decoding, len(requests)))
             if on_done:
                 on_done(i, out[-1])
         return out
 
-    def _one(self, req: GenerationRequest, decoding: Decoding) -> Generation:
+    def _one(self, req: GenerationRequest, decoding: Decoding, batch: int) -> Generation:
         prompt = self._tok.decode(req.prompt_ids, skip_special_tokens=True)
         prior = self._tok.decode(req.prior_ids, skip_special_tokens=True)
         answer = self._answer(prompt)
+        if self.batch_dependent:
+            answer = f" (batch of {batch}){answer}"
         if prior and not answer.startswith(prior):
             answer = prior + answer.lstrip(" ")
         cont = self._tok.encode(answer[len(prior):], add_special_tokens=False) + [EOS]
@@ -118,4 +127,4 @@ class FakeBackend(Backend):
         return Generation(new, "length")
 
     def signature(self) -> dict:
-        return {"backend": "fake", "model": self.model, "chat": self.chat}
+        return {"backend": "fake", "model": self.model, "chat": self.chat, "batch_dependent": self.batch_dependent}

@@ -125,6 +125,10 @@ class Answerer:
     def _generate_cached(self, reqs: list[GenerationRequest], done: Callable[[int, list[int], str], None]) -> None:
         keys = [self._gen_key(r) for r in reqs]
         cached = self.store.get_generations(keys) if self.store else {}
+        if len(cached) < len(keys) and not self.backend.capabilities.batch_invariant:
+            # Outputs depend on what shares the batch: regenerate the whole group as it was, so a
+            # resumed run reproduces the uninterrupted one (same values, stored once).
+            cached = {}
         todo = []
         for i, k in enumerate(keys):
             if k in cached:
