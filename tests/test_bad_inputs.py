@@ -125,3 +125,17 @@ def test_cli_translate_with_fake_backend():
     out = cli("translate", "--to", "deu_Latn", "--model", "fake:upper", "--backend", "fake", stdin="Hello.\nBye.\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["HELLO.", "BYE."]
+
+
+def test_hub_datasets_need_the_extra(monkeypatch):
+    from pretty_align.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the extra were not installed
+    task = TranslationTask(hub="openlanguagedata/flores_plus")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'pretty-align\[datasets\]'"):
+        list(task.examples(get_language("deu_Latn")))
+
+
+def test_template_placeholders_are_checked():
+    with pytest.raises(InputError, match=r"task\.template.*unknown placeholder\(s\) \['lang'\]"):
+        TranslationTask(src_file="x", template="Translate {source} into {lang}:")
