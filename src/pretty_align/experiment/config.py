@@ -83,6 +83,7 @@ class PriorConfig(_Strict):
     model: str | None = None             # model / sft priors: "reference" or a model string
     backend: str = "hf"
     chat: bool | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     dictionary: str | dict[str, str] | None = None
     stopwords: str | None = None
     command: str | None = None

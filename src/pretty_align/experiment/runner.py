@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..backends import Backend, load_backend
 from ..errors import InputError
@@ -43,6 +43,16 @@ class Condition:
         if self.prior is not None:
             sig["prior"] = self.prior.signature(tgt)
         return sig
+
+
+class Work(NamedTuple):
+    """One output to produce: a condition on one example of one target language."""
+
+    cond: Condition
+    tgt: Language
+    idx: int
+    example: Example
+    key: str
 
 
 @dataclass
@@ -107,7 +117,8 @@ class Runner:
                                      field="priors.model")
                 params["answerer"] = self.reference
             else:
-                params["answerer"] = self._answerer(ModelConfig(model=pc.model, backend=pc.backend, chat=pc.chat))
+                params["answerer"] = self._answerer(ModelConfig(model=pc.model, backend=pc.backend, chat=pc.chat,
+                                                                dtype=pc.dtype))
         return make_prior(pc.strategy, k=k, **params)
 
     def _conditions(self) -> list[Condition]:
@@ -127,36 +138,36 @@ class Runner:
                              field="priors")
         return out
 
-    def plan(self) -> list[tuple[Condition, Language, int, Example, str]]:
+    def plan(self) -> list[Work]:
         work = []
         for cond in self.conditions:
             for tgt in self.targets:
                 sig = cond.signature(tgt)
                 for i, ex in enumerate(self.examples[tgt.code]):
-                    work.append((cond, tgt, i, ex, content_hash({"condition": sig, "example": example_key_part(ex)})))
+                    work.append(Work(cond, tgt, i, ex, content_hash({"condition": sig, "example": example_key_part(ex)})))
         return work
 
     def run(self, *, progress: bool = True) -> RunSummary:
         work = self.plan()
         self.store.set_manifest(self.cfg.name, self.cfg.model_dump(),
-                                [(c.label, t.code, i, key) for c, t, i, _, key in work])
-        done = self.store.existing_keys(key for *_, key in work)
-        todo = [w for w in work if w[4] not in done]
+                                [(w.cond.label, w.tgt.code, w.idx, w.key) for w in work])
+        done = self.store.existing_keys(w.key for w in work)
+        todo = [w for w in work if w.key not in done]
         summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(work) - len(todo),
                              conditions=[c.label for c in self.conditions])
         with _progress(progress, len(todo), summary.skipped) as advance:
             for cond in self.conditions:  # reference first: model priors reuse its cached answers
                 for tgt in self.targets:
-                    for chunk in self._chunks([w for w in work if w[0] is cond and w[1] is tgt]):
-                        if all(w[4] in done for w in chunk):
+                    for chunk in self._chunks([w for w in work if w.cond is cond and w.tgt is tgt]):
+                        if all(w.key in done for w in chunk):
                             continue
                         if cond.answerer.backend.capabilities.batch_invariant:
-                            chunk = [w for w in chunk if w[4] not in done]
+                            chunk = [w for w in chunk if w.key not in done]
 
-                        def store(w: tuple, row: dict, cond: Condition = cond, tgt: Language = tgt) -> None:
-                            if w[4] not in done:  # regenerated for batch composition only: not stored twice
+                        def store(w: Work, row: dict, cond: Condition = cond, tgt: Language = tgt) -> None:
+                            if w.key not in done:  # regenerated for batch composition only: not stored twice
                                 self.store.insert_results([row])
-                                done.add(w[4])
+                                done.add(w.key)
                                 summary.produced += 1
                                 advance(1, f"{cond.label} -> {tgt.code}")
 
@@ -164,18 +175,18 @@ class Runner:
         summary.truncated = sum(a.truncated_count for a in self._answerers.values())
         return summary
 
-    def _chunks(self, items: list) -> list[list]:
+    def _chunks(self, items: list[Work]) -> list[list[Work]]:
         """Chunks of the whole plan, sorted by source length (length bucketing). A chunk goes to the
         backend at once, so freed batch slots are refilled; each result is stored as it finishes.
         Chunks come from the plan, not from what is left to do, so a resumed run sees the same
         compositions as an uninterrupted one: backends whose outputs depend on the batch
         (bfloat16) regenerate the whole chunk, batch-invariant ones only the missing rows."""
-        items = sorted(items, key=lambda w: (len(w[3].source), w[2]))
+        items = sorted(items, key=lambda w: (len(w.example.source), w.idx))
         size = self.decoding.batch_size * CHUNK_BATCHES
         return [items[s:s + size] for s in range(0, len(items), size)]
 
-    def _produce(self, cond: Condition, tgt: Language, chunk: list, store: Callable[[tuple, dict], None]) -> None:
-        examples = [w[3] for w in chunk]
+    def _produce(self, cond: Condition, tgt: Language, chunk: list[Work], store: Callable[[Work, dict], None]) -> None:
+        examples = [w.example for w in chunk]
         priors = None
         if cond.prior is not None:
             items = [PriorItem(ex, cond.answerer.prompt(ex)[0]) for ex in examples]
@@ -183,9 +194,10 @@ class Runner:
         sig = cond.signature(tgt)
 
         def row(j: int, ans: Answer) -> None:
-            (_, _, _, ex, key), p = chunk[j], priors[j] if priors else None
-            store(chunk[j], {
-                "key": key, "condition": cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
+            w, p = chunk[j], priors[j] if priors else None
+            ex = w.example
+            store(w, {
+                "key": w.key, "condition": cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
                 "reference": ex.reference, "output": ans.text,
                 "prior_text": p.text if p else "", "prior_ids": p.ids if p else [],
                 "prior_fell_back": int(p.fell_back) if p else 0, "provenance": p.provenance if p else {},
