@@ -198,3 +198,32 @@ def test_language_id_can_be_restricted(tmp_path, shared_data):
     res = compute(runner.store, "t")
     assert res["metric_signatures"]["off-target %"] == ["langid:py3langid-0.4.0|langs:de,en,zh"]
     assert {r["detected_lang"] for r in runner.store.rows("t")} <= {"de", "en", "zh"}
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("Der Kater sitzt.", "Der Kater sitzt."),
+    ("German: Am Montag.", "Am Montag."),
+    ("日本語に翻訳すると、以下のようになります：\n\n「猫がいる。」\n\n説明...", "猫がいる。"),
+    ("Here is the translation:\n\"Der Hund.\"", "Der Hund."),
+    ("Note:", "Note:"),  # a lone line is kept, even ending in a colon
+    ("", ""),
+])
+def test_translation_answer_extraction(raw, clean):
+    from pretty_align.languages import get_language
+    from pretty_align.tasks.base import Example
+    from pretty_align.tasks.translation import TranslationTask
+
+    task = TranslationTask(src_file="x")
+    tgt = get_language("jpn_Jpan") if "日本" in raw else get_language("deu_Latn")
+    assert task.clean_answer(raw, Example("e", "s", None, get_language("eng_Latn"), tgt)) == clean
+
+
+def test_chat_answers_run_to_eos():
+    from pretty_align.backends import load_backend
+    from pretty_align.decoding import Decoding
+    from pretty_align.experiment.answerer import Answerer
+    from pretty_align.tasks.translation import TranslationTask
+
+    chat = Answerer(load_backend("fake", "fake:upper", chat=True), TranslationTask(src_file="x"), Decoding())
+    plain = Answerer(load_backend("fake", "fake:upper"), TranslationTask(src_file="x"), Decoding())
+    assert chat.decoding.stop == () and plain.decoding.stop == ("\n",)

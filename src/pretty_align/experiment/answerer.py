@@ -11,7 +11,7 @@ reference model's answers and a killed run does not redo them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from ..backends.base import Backend, Generation, GenerationRequest
@@ -43,8 +43,12 @@ class Answer:
 class Answerer:
     def __init__(self, backend: Backend, task: Task, decoding: Decoding, *, chat: bool | None = None,
                  max_prompt_tokens: int = 1024, store: Store | None = None) -> None:
-        self.backend, self.task, self.decoding, self.store = backend, task, decoding, store
+        self.backend, self.task, self.store = backend, task, store
         self.chat = backend.has_chat_template if chat is None else chat
+        # An instruct model answers in a turn that ends with EOS, often after a preamble line
+        # ("Here is the translation:"); stopping at its first newline would keep only the preamble.
+        # So chat answers run to EOS (within the budget) and task.clean_answer extracts the answer.
+        self.decoding = replace(decoding, stop=()) if self.chat else decoding
         self.max_prompt_tokens = max_prompt_tokens
         self._prompts: dict[str, tuple[Prompt, int, bool]] = {}
         self._fingerprint: str | None = None

@@ -122,11 +122,19 @@ class TranslationTask(Task):
                                     source=example.source if source is None else source)
 
     def clean_answer(self, text: str, example: Example) -> str:
-        """Strip an echoed target label ("German: ...") that instruct models like to add."""
-        text = text.strip()
+        """The translation in a model's answer: the first line that is not a preamble ending in a
+        colon ("Here is the translation:"), without an echoed target label ("German: ...") or
+        quotes around the whole line. A base model's answer (one line) only loses the label."""
+        lines = [ln.strip() for ln in text.strip().split("\n") if ln.strip()]
+        while len(lines) > 1 and lines[0].endswith((":", "：")):
+            lines.pop(0)
+        text = lines[0] if lines else ""
         label = example.tgt.name + ":"
         if text.startswith(label):
             text = text[len(label):].strip()
+        for left, right in ('""', "“”", "「」"):
+            if len(text) > 2 and text[0] == left and text[-1] == right:
+                text = text[1:-1].strip()
         return text
 
     def signature(self) -> dict:
