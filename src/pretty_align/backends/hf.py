@@ -61,7 +61,7 @@ def _load(resolved: ResolvedModel, dtype: str):
 @BACKENDS.register("hf")
 class HFBackend(Backend):
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "float32",
-                 chat: bool | None = None, threads: int | None = None, **_: object) -> None:
+                 threads: int | None = None, **_: object) -> None:
         import torch
 
         if threads:
@@ -77,9 +77,6 @@ class HFBackend(Backend):
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token
         has_template = getattr(self._tok, "chat_template", None) is not None
-        self.chat = has_template if chat is None else chat
-        if self.chat and not has_template:
-            raise InputError(f"model '{model}' has no chat template", field="chat")
         # transformers >= 5.x renamed ``past_key_values`` to ``cache``; use whichever forward takes.
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self.cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
@@ -185,7 +182,7 @@ class HFBackend(Backend):
     def signature(self) -> dict:
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,
                 "sha256": self.resolved.sha256, "adapter_sha256": self.adapter_sha256,
-                "dtype": self.dtype, "chat": self.chat}
+                "dtype": self.dtype}
 
 
 class _Row:

@@ -45,6 +45,9 @@ class Answerer:
                  max_prompt_tokens: int = 1024, store: Store | None = None) -> None:
         self.backend, self.task, self.store = backend, task, store
         self.chat = backend.has_chat_template if chat is None else chat
+        if self.chat and not backend.has_chat_template:
+            raise InputError(f"model '{backend.signature().get('model')}' has no chat template; set chat = false",
+                             field="chat")
         # An instruct model answers in a turn that ends with EOS, often after a preamble line
         # ("Here is the translation:"); stopping at its first newline would keep only the preamble.
         # So chat answers run to EOS (within the budget) and task.clean_answer extracts the answer.
