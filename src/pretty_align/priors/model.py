@@ -31,8 +31,9 @@ class ModelPrior(Prior):
         self._base_fp: dict[int, str] = {}
 
     def _same_tokenizer(self, tokenizer: Tokenizer) -> bool:
-        fp = self._base_fp.setdefault(id(tokenizer), tokenizer_fingerprint(tokenizer))
-        return fp == self.answerer.fingerprint
+        if id(tokenizer) not in self._base_fp:  # hashing a 262k vocabulary takes ~1 s: once
+            self._base_fp[id(tokenizer)] = tokenizer_fingerprint(tokenizer)
+        return self._base_fp[id(tokenizer)] == self.answerer.fingerprint
 
     def _id_level(self, tokenizer: Tokenizer, item: PriorItem, ans) -> bool:
         if self.answerer.chat or item.prompt.chat or ans.prompt.sep != item.prompt.sep:
