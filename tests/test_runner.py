@@ -171,11 +171,10 @@ def test_model_prior_from_a_chat_model_goes_through_text(tmp_path):
     from pretty_align.decoding import Decoding
     from pretty_align.experiment.answerer import Answerer
     from pretty_align.priors import make_prior
-    from pretty_align.translate import _InlineTask
-    from pretty_align.tasks.translation import DEFAULT_TEMPLATE
+    from pretty_align.tasks.translation import TranslationTask
 
     chat = load_backend("fake", "fake:upper", chat=True)
-    answerer = Answerer(chat, _InlineTask("eng_Latn", DEFAULT_TEMPLATE), Decoding())
+    answerer = Answerer(chat, TranslationTask("eng_Latn", texts=["The cat."]), Decoding())
     assert answerer.chat
     base = load_backend("fake", "fake:echo")
     [(ans, prov)] = translate(base, ["The cat."], "deu_Latn", prior=make_prior("model", k=3, answerer=answerer))

@@ -121,8 +121,7 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
     from .decoding import Decoding
     from .experiment.answerer import Answerer
     from .priors import make_prior
-    from .tasks.translation import DEFAULT_TEMPLATE
-    from .translate import _InlineTask
+    from .tasks.translation import TranslationTask
 
     texts = list(text) if text else sys.stdin.read().split("\n")
     if not text and texts and texts[-1] == "":
@@ -141,7 +140,7 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
             if not prior_model:
                 raise InputError("--prior-model is required for the model/sft prior", field="--prior-model")
             other = load_backend(backend, prior_model, dtype=dtype)
-            params["answerer"] = Answerer(other, _InlineTask(src, DEFAULT_TEMPLATE), Decoding())
+            params["answerer"] = Answerer(other, TranslationTask(src, texts=texts), Decoding())
         strategy = None if prior == "none" else make_prior(prior, k=k, **params)
         results = api_translate(base, texts, to, src=src, prior=strategy)
     except (PrettyAlignError, KeyError) as e:

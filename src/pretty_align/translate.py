@@ -9,15 +9,7 @@ from .decoding import Decoding
 from .experiment.answerer import Answer, Answerer
 from .languages import get_language
 from .priors import Prior, PriorItem
-from .tasks.base import Example
 from .tasks.translation import DEFAULT_TEMPLATE, TranslationTask
-
-
-class _InlineTask(TranslationTask):
-    """A translation task over texts given in memory (no files)."""
-
-    def __init__(self, source: str, template: str) -> None:
-        super().__init__(source, src_file="-", template=template)
 
 
 def translate(backend: Backend, texts: Sequence[str], tgt: str, *, src: str = "eng_Latn",
@@ -27,10 +19,9 @@ def translate(backend: Backend, texts: Sequence[str], tgt: str, *, src: str = "e
 
     Returns (answer, prior provenance) pairs; ``answer.text`` is prior + continuation.
     """
-    task = _InlineTask(src, template)
+    task = TranslationTask(src, texts=list(texts), template=template)
     answerer = Answerer(backend, task, decoding or Decoding(), chat=False)
-    s, t = get_language(src, field="from"), get_language(tgt, field="to")
-    examples = [Example(f"input/{i}", text, None, s, t) for i, text in enumerate(texts)]
+    examples = list(task.examples(get_language(tgt, field="to")))
     if prior is None:
         return [(a, {}) for a in answerer.answer(examples)]
     results = prior.build([PriorItem(ex, answerer.prompt(ex)[0]) for ex in examples], backend.tokenizer)

@@ -11,7 +11,7 @@ from .base import Metric, Score
 
 METRICS: Registry[Metric] = Registry("metric")
 
-from . import bleu, comet, offtarget  # noqa: E402  (registration side effects)
+from . import bleu, comet, offtarget  # noqa: E402,F401  (registration side effects)
 from .bleu import BLEU, ChrFpp, SpBLEU  # noqa: E402
 from .comet import Comet  # noqa: E402
 from .offtarget import OffTarget, detect  # noqa: E402

@@ -55,14 +55,15 @@ class TranslationTask(Task):
 
     def __init__(self, source: str = "eng_Latn", *, flores: str | None = None, split: str = "dev",
                  src_file: str | None = None, ref_file: str | None = None, hub: str | None = None,
-                 n: int | None = None, offset: int = 0, template: str = DEFAULT_TEMPLATE, **_: object) -> None:
+                 texts: list[str] | None = None, n: int | None = None, offset: int = 0, template: str = DEFAULT_TEMPLATE, **_: object) -> None:
         self.src = get_language(source, field="task.source")
         if split not in {"dev", "devtest"} and flores:
             raise InputError(f"split '{split}' is not 'dev' or 'devtest'", field="task.split")
-        if sum(x is not None for x in (flores, src_file, hub)) != 1:
-            raise InputError("give exactly one data source: flores (a FLORES directory), src_file (+ref_file) "
-                             "or hub (a dataset id)", field="task")
+        if sum(x is not None for x in (flores, src_file, hub, texts)) != 1:
+            raise InputError("give exactly one data source: flores (a FLORES directory), src_file (+ref_file), "
+                             "hub (a dataset id) or texts (in memory)", field="task")
         self.flores, self.split, self.src_file, self.ref_file, self.hub = flores, split, src_file, ref_file, hub
+        self.texts = texts
         self.n, self.offset = n, offset
         self.template = check_template(template)
 
@@ -93,6 +94,11 @@ class TranslationTask(Task):
                     raise InputError(f"reference has {len(ref)} lines but the source {sp} has {len(src)}; "
                                      "files must be line-aligned", path=str(rp))
             return src, ref, f"file/{sp.name}"
+        if self.texts is not None:
+            for i, text in enumerate(self.texts, 1):
+                if not text.strip():
+                    raise InputError("empty source text", path="<input>", line=i)
+            return list(self.texts), None, "input"
         return self._hub_pairs(tgt)
 
     def _hub_pairs(self, tgt: Language) -> tuple[list[str], list[str], str]:
