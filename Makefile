@@ -20,7 +20,7 @@ venv: $(BIN)/.installed
 
 demo: venv
 	@test -d "$(DATA)/flores200" || { echo "FLORES not found under $(DATA). Run: make demo DATA=/path/to/data" \
-	  "(a folder with flores200/ and dictionaries/muse/, see README 'Data')"; exit 2; }
+	  "(a folder with flores200/ and dictionaries/muse/, see README 'Set-up')"; exit 2; }
 	$(BIN)/pretty-align fetch smollm2-135m-instruct
 	time $(BIN)/pretty-align run configs/demo.toml
 
