@@ -96,7 +96,7 @@ def render_output(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int]
     if prompt.sep and text.startswith(prompt.sep):
         text = text[len(prompt.sep):]
     # Stops are looked for in the continuation only: after the prior, and (with no prior) after
-    # leading whitespace, mirroring decoding.StopState so the text ends where generation ended.
+    # leading whitespace, mirroring decoding.RowState so the text ends where generation ended.
     prior_len = len(tokenizer.decode(list(prior_ids), skip_special_tokens=True).rstrip("\ufffd"))
     if prompt.sep and prior_ids:
         prior_len = max(0, prior_len - len(prompt.sep))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from .boundary import Tokenizer
@@ -38,38 +38,42 @@ class Decoding:
 
 
 @dataclass
-class StopState:
-    """Per-row stopping rule shared by all backends.
+class RowState:
+    """One row's continuation and its stopping rule: the single place where every backend decides
+    that a row ends, so a row stops at the same token whatever backend or batch it runs in.
 
+    ``push`` appends a token and returns the stop reason ("eos", "stop", "loop", "length") or None.
     A stop string ends the row once it appears in the decoded continuation. Without a prior,
     leading whitespace is not content (a model may start its answer on a new line), so stops are
     looked for after it; with a prior, a newline right after the prior ends the row (an empty
-    continuation is a real failure mode that must show in the results).
+    continuation is a real failure mode that must show in the results). On a loop, one copy of
+    the repeated cycle is kept.
     """
 
-    stops: tuple[str, ...]
+    decoding: Decoding
     tokenizer: Tokenizer
-    loop_guard: bool = True
-    loop_max_period: int = 16
-    loop_min_repeats: int = 4
+    budget: int
     lead_ok: bool = True
-
-    def check(self, new_ids: Sequence[int]) -> str | None:
-        """Return the stop reason for a row's continuation so far, or None to go on."""
-        if self.stops and new_ids:
-            text = self.tokenizer.decode(list(new_ids), skip_special_tokens=True)
-            if self.lead_ok:
-                text = text.lstrip()
-            if any(s in text for s in self.stops):
-                return "stop"
-        if self.loop_guard and loop_period(new_ids, self.loop_max_period, self.loop_min_repeats):
-            return "loop"
-        return None
+    new: list[int] = field(default_factory=list)
 
     @classmethod
-    def for_request(cls, decoding: "Decoding", tokenizer: Tokenizer, has_prior: bool) -> "StopState":
-        return cls(decoding.stop, tokenizer, decoding.loop_guard, decoding.loop_max_period,
-                   decoding.loop_min_repeats, lead_ok=not has_prior)
+    def for_request(cls, decoding: Decoding, tokenizer: Tokenizer, budget: int | None,
+                    has_prior: bool) -> "RowState":
+        return cls(decoding, tokenizer, budget or decoding.max_new_tokens, lead_ok=not has_prior)
+
+    def push(self, tok: int, eos: set[int]) -> str | None:
+        if tok in eos:
+            return "eos"
+        self.new.append(tok)
+        d = self.decoding
+        if d.stop:
+            text = self.tokenizer.decode(self.new, skip_special_tokens=True)
+            if any(s in (text.lstrip() if self.lead_ok else text) for s in d.stop):
+                return "stop"
+        if d.loop_guard and loop_period(self.new, d.loop_max_period, d.loop_min_repeats):
+            self.new = trim_loop(self.new, d.loop_max_period, d.loop_min_repeats)
+            return "loop"
+        return "length" if len(self.new) >= self.budget else None
 
 
 def loop_period(ids: Sequence[int], max_period: int = 16, min_repeats: int = 4) -> int | None:

@@ -22,7 +22,7 @@ import time
 from typing import Sequence
 
 from ..boundary import Tokenizer
-from ..decoding import Decoding, StopState, trim_loop
+from ..decoding import Decoding, RowState
 from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
 
@@ -110,21 +110,12 @@ class FakeBackend(Backend):
         if prior and not answer.startswith(prior):
             answer = prior + answer.lstrip(" ")
         cont = self._tok.encode(answer[len(prior):], add_special_tokens=False) + [EOS]
-        state = StopState.for_request(decoding, self._tok, has_prior=bool(req.prior_ids))
-        budget = req.max_new_tokens or decoding.max_new_tokens
-        new: list[int] = []
+        row = RowState.for_request(decoding, self._tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
         for tok in cont:
-            if tok == EOS:
-                return Generation(new, "eos")
-            new.append(tok)
-            reason = state.check(new)
-            if reason == "loop":
-                return Generation(trim_loop(new, decoding.loop_max_period, decoding.loop_min_repeats), "loop")
+            reason = row.push(tok, {EOS})
             if reason:
-                return Generation(new, reason)
-            if len(new) >= budget:
-                return Generation(new, "length")
-        return Generation(new, "length")
+                return Generation(row.new, reason)
+        return Generation(row.new, "length")
 
     def signature(self) -> dict:
         return {"backend": "fake", "model": self.model, "chat": self.chat, "batch_dependent": self.batch_dependent}

@@ -4,7 +4,7 @@ GGUF files are dequantized by transformers on first load (slow: ~50 s for gemma-
 result is cached as a regular checkpoint under the pretty-align cache, keyed by the file's sha256,
 so later loads take seconds. Greedy generation is batched with left padding; rows are sorted by
 length so batches carry little padding, and every row stops on its own (stop string, EOS, loop
-guard, its own token budget) through ``StopState``, exactly as it would alone; a finished row
+guard, its own token budget) through ``decoding.RowState``, exactly as it would alone; a finished row
 leaves the batch, so the others do not wait for it.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..boundary import Tokenizer
-from ..decoding import Decoding, StopState, trim_loop
+from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, cache_dir, dir_sha256, resolve_model
 from . import BACKENDS
@@ -128,7 +128,7 @@ class HFBackend(Backend):
                         pending = pending[room:]
                         fresh = self._prefill(group, decoding)
                         batch = fresh if batch is None else batch.merge(fresh)
-                for row, gen in batch.step(eos, decoding):  # type: ignore[union-attr]
+                for row, gen in batch.step(eos):  # type: ignore[union-attr]
                     out[row] = gen
                     if on_done:
                         on_done(row, gen)
@@ -151,8 +151,8 @@ class HFBackend(Backend):
         cache = DynamicCache(config=self.model.config)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                             logits_to_keep=1, **{self.cache_kw: cache}).logits[:, -1]
-        rows = [_Row(i, r.max_new_tokens or decoding.max_new_tokens,
-                     StopState.for_request(decoding, self._tok, has_prior=bool(r.prior_ids))) for i, r in group]
+        rows = [(i, RowState.for_request(decoding, self._tok, r.max_new_tokens, has_prior=bool(r.prior_ids)))
+                for i, r in group]
         return _Batch(rows, cache, mask, pos[:, -1] + 1, logits, self.cache_kw)
 
     def _eos_ids(self) -> set[int]:
@@ -185,50 +185,29 @@ class HFBackend(Backend):
                 "dtype": self.dtype}
 
 
-class _Row:
-    """One request being decoded: its new tokens and its own stopping rule."""
-
-    def __init__(self, index: int, budget: int, state: StopState) -> None:
-        self.index, self.budget, self.state = index, budget, state
-        self.new: list[int] = []
-
-    def push(self, tok: int, eos: set[int], decoding: Decoding) -> Generation | None:
-        """Append one token; return the row's Generation when it stops, else None."""
-        if tok in eos:
-            return Generation(self.new, "eos")
-        self.new.append(tok)
-        reason = self.state.check(self.new)
-        if reason == "loop":
-            return Generation(trim_loop(self.new, decoding.loop_max_period, decoding.loop_min_repeats), "loop")
-        if reason:
-            return Generation(self.new, reason)
-        if len(self.new) >= self.budget:
-            return Generation(self.new, "length")
-        return None
-
-
 class _Batch:
-    """Rows decoding together: a KV cache, a left-padded attention mask, each row's next position
-    and the logits of each row's next token. Invariant: row j of every tensor is ``rows[j]``, and
+    """Rows decoding together, as (request index, RowState): a KV cache, a left-padded attention
+    mask, each row's next position and the logits of each row's next token. Invariant: row j of
+    every tensor is ``rows[j]``, and
     the cache length equals the mask width."""
 
-    def __init__(self, rows: list[_Row], cache, mask, next_pos, logits, cache_kw: str) -> None:
+    def __init__(self, rows: list[tuple[int, RowState]], cache, mask, next_pos, logits, cache_kw: str) -> None:
         self.rows, self.cache, self.mask, self.next_pos, self.logits = rows, cache, mask, next_pos, logits
         self.cache_kw = cache_kw
         self._tokens = None
 
-    def step(self, eos: set[int], decoding: Decoding) -> list[tuple[int, Generation]]:
+    def step(self, eos: set[int]) -> list[tuple[int, Generation]]:
         """Greedy-pick each row's token; drop the rows that stop (from the cache too)."""
         import torch
 
         tokens = self.logits.argmax(-1).tolist()
         finished, keep = [], []
-        for j, row in enumerate(self.rows):
-            gen = row.push(tokens[j], eos, decoding)
-            if gen is None:
+        for j, (index, row) in enumerate(self.rows):
+            reason = row.push(tokens[j], eos)
+            if reason is None:
                 keep.append(j)
             else:
-                finished.append((row.index, gen))
+                finished.append((index, Generation(row.new, reason)))
         if finished and keep:
             idx = torch.tensor(keep)
             self.cache.batch_select_indices(idx)

@@ -35,10 +35,6 @@ class Answer:
     truncated: bool
     prompt: Prompt = field(repr=False)
 
-    @property
-    def answer_ids(self) -> list[int]:
-        return self.prior_ids + self.new_ids
-
 
 class Answerer:
     def __init__(self, backend: Backend, task: Task, decoding: Decoding, *, chat: bool | None = None,

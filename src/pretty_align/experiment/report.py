@@ -5,7 +5,7 @@ re-made at any time (``pretty-align report``) and shows how complete the run is.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -54,7 +54,7 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             signatures[label].add(score.signature)
         cell["prior fallback %"] = round(100 * mean(r["prior_fell_back"] for r in rs), 1)
         cell["new tokens"] = round(mean(r["new_tokens"] for r in rs), 1)
-        cell["stops"] = dict(sorted(_count(r["stop_reason"] for r in rs).items()))
+        cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
         cells[cond][tgt_code] = cell
     ref = cells.get("reference")
     if ref:
@@ -74,13 +74,6 @@ def compute(store: Store, run: str) -> dict[str, Any]:
     return {"run": run, "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
             "cells": cells, "means": means, "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
             "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES)}
-
-
-def _count(xs) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for x in xs:
-        out[x] += 1
-    return out
 
 
 def _mean(xs: list) -> float | None:
