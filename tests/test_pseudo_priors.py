@@ -142,17 +142,17 @@ def test_builtin_stopwords_list():
 
 
 def test_signature_uses_hashes_not_paths(dict_dir, tmp_path):
-    deu = get_language("deu_Latn")
+    eng, deu = get_language("eng_Latn"), get_language("deu_Latn")
     builtin = hashlib.sha256(resources.files("pretty_align").joinpath("data/stopwords_en.txt")
                              .read_bytes()).hexdigest()
-    assert pseudo(dict_dir).signature(deu) == {
+    assert pseudo(dict_dir).signature(eng, deu) == {
         "strategy": "pseudo", "k": 2, "dictionary_sha256": sha(dict_dir / "en-de.txt"),
         "stopwords_sha256": builtin, "skip_identity": True, "match_case": True}
-    assert pseudo(dict_dir).signature(get_language("jpn_Jpan"))["dictionary_sha256"] == sha(dict_dir / "en-ja.txt")
+    assert pseudo(dict_dir).signature(eng, get_language("jpn_Jpan"))["dictionary_sha256"] == sha(dict_dir / "en-ja.txt")
     sw = tmp_path / "stop.txt"
     sw.write_text("the\n", encoding="utf-8")
-    assert pseudo(dict_dir, stopwords=str(sw)).signature(deu)["stopwords_sha256"] == sha(sw)
-    assert str(dict_dir) not in repr(pseudo(dict_dir).signature(deu))
+    assert pseudo(dict_dir, stopwords=str(sw)).signature(eng, deu)["stopwords_sha256"] == sha(sw)
+    assert str(dict_dir) not in repr(pseudo(dict_dir).signature(eng, deu))
 
 
 def test_dictionary_param_errors(dict_dir):
@@ -163,7 +163,7 @@ def test_dictionary_param_errors(dict_dir):
         one(pseudo(dict_dir), "The cat.", tgt="fra_Latn")
     assert e.value.field == "priors.dictionary" and str(dict_dir / "en-fr.txt") in str(e.value)
     with pytest.raises(InputError) as e:
-        pseudo(dict_dir).signature(get_language("fra_Latn"))
+        pseudo(dict_dir).signature(get_language("eng_Latn"), get_language("fra_Latn"))
     assert str(dict_dir / "en-fr.txt") in str(e.value)
     with pytest.raises(InputError) as e:
         one(PseudoPrior(), "The cat.")
@@ -223,7 +223,7 @@ def test_gold():
     assert r.provenance == {"strategy": "gold", "has_reference": True}
     r = one(GoldPrior(k=3), "The cat.")
     assert r.ids == [] and r.fell_back and r.provenance["has_reference"] is False
-    assert GoldPrior(k=2).signature(get_language("deu_Latn")) == {"strategy": "gold", "k": 2}
+    assert GoldPrior(k=2).signature(get_language("eng_Latn"), get_language("deu_Latn")) == {"strategy": "gold", "k": 2}
 
 
 # ---- random ---------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_random_is_seeded_per_example_and_deterministic(rand_dict):
     assert r.ids == ids(" s") and not r.fell_back
     assert r.provenance == {"strategy": "random", "target_word": "sterben", "pool_size": 4, "seed": 0,
                             "dictionary_sha256": sha(rand_dict)}
-    assert RandomPrior(k=2, dictionary=str(rand_dict), seed=3).signature(get_language("deu_Latn")) == {
+    assert RandomPrior(k=2, dictionary=str(rand_dict), seed=3).signature(get_language("eng_Latn"), get_language("deu_Latn")) == {
         "strategy": "random", "k": 2, "dictionary_sha256": sha(rand_dict), "seed": 3}
 
 
@@ -275,9 +275,9 @@ def test_function_word_first():
 def test_function_word_random_is_seeded():
     words = [one(FunctionWordPrior(k=9, choice="random"), "x", id=f"ex/{i}").text for i in range(6)]
     assert words == ["und", "die", "in", "den", "in", "in"]
-    assert FunctionWordPrior(choice="random", seed=4).signature(get_language("deu_Latn")) == {
+    assert FunctionWordPrior(choice="random", seed=4).signature(get_language("eng_Latn"), get_language("deu_Latn")) == {
         "strategy": "function-word", "k": 1, "choice": "random", "words": FUNCTION_WORDS["de"], "seed": 4}
-    assert "seed" not in FunctionWordPrior().signature(get_language("deu_Latn"))
+    assert "seed" not in FunctionWordPrior().signature(get_language("eng_Latn"), get_language("deu_Latn"))
 
 
 def test_function_word_errors():

@@ -41,7 +41,7 @@ class Condition:
                                "task": a.task.signature(), "decoding": a.decoding.signature(),
                                "packages": package_versions()}
         if self.prior is not None:
-            sig["prior"] = self.prior.signature(tgt)
+            sig["prior"] = self.prior.signature(self.answerer.task.src, tgt)
         return sig
 
 
@@ -108,8 +108,6 @@ class Runner:
         for name in ("dictionary", "stopwords", "command"):
             if getattr(pc, name) is not None:
                 params[name] = getattr(pc, name)
-        if pc.strategy in {"pseudo", "random"}:
-            params.setdefault("src", self.cfg.task.source)  # resolves {src_iso1} in dictionary paths
         if pc.strategy in {"model", "sft"}:
             if pc.model in (None, REFERENCE):
                 if self.reference is None:

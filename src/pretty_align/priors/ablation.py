@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ..boundary import Tokenizer
 from ..errors import InputError
-from ..languages import Language, get_language
+from ..languages import Language
 from . import PRIORS
 from .base import Prior, PriorItem, PriorResult
 from .dictionary import DictionarySpec
@@ -66,14 +66,13 @@ class GoldPrior(Prior):
 class RandomPrior(Prior):
     """A random target-script word from the dictionary (non-identity targets only), chosen per
     example with ``seeded_rng(seed, example.id)``. Params: ``dictionary`` (as for ``pseudo``),
-    ``seed``, ``strict``, ``src`` (for ``signature`` only)."""
+    ``seed``, ``strict``."""
 
     def __init__(self, k: int = 1, *, dictionary: DictionarySpec | None = None, seed: int = 0,
-                 strict: bool = False, src: str = "eng_Latn", **unknown: Any) -> None:
-        check_params("random", unknown, ["dictionary", "seed", "strict", "src"])
-        super().__init__(k=k, dictionary=dictionary, seed=seed, strict=strict, src=src)
+                 strict: bool = False, **unknown: Any) -> None:
+        check_params("random", unknown, ["dictionary", "seed", "strict"])
+        super().__init__(k=k, dictionary=dictionary, seed=seed, strict=strict)
         self.dictionary, self.seed, self.strict = dictionary, int(seed), strict
-        self.src = get_language(src, field="priors.src")
 
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
         out = []
@@ -87,8 +86,8 @@ class RandomPrior(Prior):
             out.append(self.from_text(tokenizer, it.prompt, word, prov, fell_back=word is None))
         return out
 
-    def signature(self, tgt: Language) -> dict:
-        d = load_dictionary(self.dictionary, self.src, tgt, self.strict)
+    def signature(self, src: Language, tgt: Language) -> dict:
+        d = load_dictionary(self.dictionary, src, tgt, self.strict)
         return {"strategy": "random", "k": self.k, "dictionary_sha256": d.sha256, "seed": self.seed}
 
 
@@ -125,7 +124,7 @@ class FunctionWordPrior(Prior):
             out.append(self.from_text(tokenizer, it.prompt, word, prov))
         return out
 
-    def signature(self, tgt: Language) -> dict:
+    def signature(self, src: Language, tgt: Language) -> dict:
         sig = {"strategy": "function-word", "k": self.k, "choice": self.choice, "words": self.words(tgt)}
         if self.choice == "random":
             sig["seed"] = self.seed

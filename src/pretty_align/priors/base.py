@@ -48,8 +48,8 @@ class Prior(ABC):
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
         """Priors for a batch of examples, in order, as ids of ``tokenizer`` (the base model's)."""
 
-    def signature(self, tgt: Language) -> dict:
-        """Strategy, k and every parameter that changes its output for target ``tgt``
+    def signature(self, src: Language, tgt: Language) -> dict:
+        """Strategy, k and every parameter that changes its output for ``src -> tgt``
         (file hashes, not paths)."""
         return {"strategy": self.registry_name, "k": self.k}
 

@@ -57,5 +57,5 @@ class CommandPrior(Prior):
                                                            "output": out[:300]}, fell_back=not out.strip())
                 for it, out in zip(items, outs)]
 
-    def signature(self, tgt: Language) -> dict:
+    def signature(self, src: Language, tgt: Language) -> dict:
         return {"strategy": "command", "k": self.k, "command": self.command, "exe_sha256": self.exe_sha256}

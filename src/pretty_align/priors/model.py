@@ -60,7 +60,7 @@ class ModelPrior(Prior):
                                           fell_back=not ans.text.strip()))
         return out
 
-    def signature(self, tgt: Language) -> dict:
+    def signature(self, src: Language, tgt: Language) -> dict:
         return {"strategy": self.registry_name, "k": self.k, "model": self.answerer.signature(),
                 "decoding": self.answerer.decoding.signature(), "task": self.answerer.task.signature()}
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..boundary import Tokenizer
 from ..errors import InputError
-from ..languages import Language, get_language
+from ..languages import Language
 from . import PRIORS
 from .base import Prior, PriorItem, PriorResult
 from .dictionary import BilingualDictionary, DictionarySpec, resolve_path
@@ -66,21 +66,19 @@ def load_dictionary(spec: DictionarySpec | None, src: Language, tgt: Language,
 class PseudoPrior(Prior):
     """Params: ``dictionary`` (path pattern or {flores_code: path}), ``stopwords`` (path, None =
     built-in English list), ``skip_identity``, ``match_case``, ``strict`` (malformed dictionary
-    lines raise), ``src`` (source language used to resolve the dictionary in ``signature``;
-    ``build`` uses each example's own ``src``)."""
+    lines raise)."""
 
     def __init__(self, k: int = 1, *, dictionary: DictionarySpec | None = None,
                  stopwords: str | os.PathLike[str] | None = None,
                  skip_identity: bool = True, match_case: bool = True, strict: bool = False,
-                 src: str = "eng_Latn", **unknown: Any) -> None:
+                 **unknown: Any) -> None:
         check_params("pseudo", unknown, ["dictionary", "stopwords", "skip_identity", "match_case",
-                                         "strict", "src"])
+                                         "strict"])
         super().__init__(k=k, dictionary=dictionary, stopwords=stopwords, skip_identity=skip_identity,
-                         match_case=match_case, strict=strict, src=src)
+                         match_case=match_case, strict=strict)
         self.dictionary, self.skip_identity, self.match_case, self.strict = \
             dictionary, skip_identity, match_case, strict
         self.stopwords_path = None if stopwords is None else os.fspath(stopwords)
-        self.src = get_language(src, field="priors.src")
         _stopwords(self.stopwords_path)  # a missing stop-word file fails at construction
 
     def find(self, source: str, src: Language, tgt: Language) -> tuple[dict[str, Any], str | None]:
@@ -114,8 +112,8 @@ class PseudoPrior(Prior):
             out.append(self.from_text(tokenizer, item.prompt, word, prov, fell_back=word is None))
         return out
 
-    def signature(self, tgt: Language) -> dict:
-        d = load_dictionary(self.dictionary, self.src, tgt, self.strict)
+    def signature(self, src: Language, tgt: Language) -> dict:
+        d = load_dictionary(self.dictionary, src, tgt, self.strict)
         return {"strategy": "pseudo", "k": self.k, "dictionary_sha256": d.sha256,
                 "stopwords_sha256": _stopwords(self.stopwords_path)[1],
                 "skip_identity": self.skip_identity, "match_case": self.match_case}

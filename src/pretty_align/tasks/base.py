@@ -24,6 +24,8 @@ class Example:
 
 class Task(ABC):
     registry_name = "?"
+    #: the source language of every example (set by the task's constructor)
+    src: Language
     #: stop strings applied to base-model continuations (plain prompts)
     stops: tuple[str, ...] = ("\n",)
 
