@@ -74,6 +74,29 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
 
 @app.command()
+def sft(config: Path = typer.Argument(..., help="SFT build TOML file (see configs/sft-gemma.toml)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.max_steps=50."),
+        restart: bool = typer.Option(False, help="Discard existing checkpoints and train from scratch."),
+        merge: bool = typer.Option(False, help="Also merge the adapter into a full checkpoint (<output>/merged)."),
+        progress: bool = typer.Option(True, help="Show a progress bar.")) -> None:
+    """Build a LoRA SFT counterpart of a base model (resumes from the last checkpoint if killed)."""
+    from .sft.config import load_sft_config
+    from .sft.train import build_sft
+
+    try:
+        cfg = load_sft_config(config, _overrides(set_))
+        result = build_sft(cfg, progress=progress, restart=restart, merge=merge)
+    except PrettyAlignError as e:
+        _fail(e)
+    st = result.state
+    resumed = f", resumed at step {result.resumed_from}" if result.resumed_from is not None else ""
+    console.print(f"{st.step} steps{' (stopped early)' if st.stopped_early else ''}{resumed}, "
+                  f"{result.split_sizes['train']} training / {result.split_sizes['validation']} validation examples, "
+                  f"best validation loss {st.best_val:.4f} at step {st.best_step}, {st.elapsed_s / 60:.1f} min; "
+                  f"adapter {result.adapter_dir} (model card: README.md)")
+
+
+@app.command()
 def report(target: Path = typer.Argument(..., help="A config TOML or a .sqlite store."),
            run_name: Optional[str] = typer.Option(None, "--run", help="Run name (default: the config's, or the "
                                                   "store's latest)."),

@@ -61,7 +61,7 @@ def _load(resolved: ResolvedModel, dtype: str):
 @BACKENDS.register("hf")
 class HFBackend(Backend):
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "float32",
-                 threads: int | None = None, **_: object) -> None:
+                 threads: int | None = None, merge_adapter: bool = True, **_: object) -> None:
         import torch
 
         if threads:
@@ -72,6 +72,8 @@ class HFBackend(Backend):
         self.dtype = dtype
         self._tok, self.model = _load(self.resolved, dtype)
         self.adapter_sha256 = None
+        # Merged LoRA weights decode as fast as the base model; unmerged is exactly peft's forward.
+        self.merge_adapter = bool(adapter) and merge_adapter
         if adapter:
             self._load_adapter(adapter)
         if self._tok.pad_token_id is None:
@@ -91,7 +93,8 @@ class HFBackend(Backend):
             from peft import PeftModel
         except ImportError:
             raise MissingDependencyError("loading a LoRA adapter", "peft") from None
-        self.model = PeftModel.from_pretrained(self.model, adapter).eval()
+        model = PeftModel.from_pretrained(self.model, adapter)
+        self.model = (model.merge_and_unload() if self.merge_adapter else model).eval()
         self.adapter_sha256 = dir_sha256(adapter)
 
     @property
@@ -182,7 +185,7 @@ class HFBackend(Backend):
     def signature(self) -> dict:
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,
                 "sha256": self.resolved.sha256, "adapter_sha256": self.adapter_sha256,
-                "dtype": self.dtype}
+                "dtype": self.dtype, **({"adapter_merged": self.merge_adapter} if self.adapter_sha256 else {})}
 
 
 class _Batch:

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -126,24 +126,24 @@ _PATH_KEYS = {"store", "report_dir", "flores", "src_file", "ref_file", "dictiona
               "comet_checkpoint", "model"}
 
 
-def _expand(value: Any, base: Path, key: str | None = None) -> Any:
+def _expand(value: Any, base: Path, key: str | None = None, *, path_keys: set[str] = _PATH_KEYS) -> Any:
     """Expand ${VAR:-default} everywhere; resolve relative paths (./, ../) of path fields against
     the config's directory. Values of a ``dictionary`` table are paths too."""
     if isinstance(value, dict):
-        return {k: _expand(v, base, "dictionary" if key == "dictionary" else k) for k, v in value.items()}
+        return {k: _expand(v, base, "dictionary" if key == "dictionary" else k, path_keys=path_keys)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, base, key) for v in value]
+        return [_expand(v, base, key, path_keys=path_keys) for v in value]
     if not isinstance(value, str):
         return value
     value = _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
-    if key in _PATH_KEYS and value.startswith(("./", "../")):
+    if key in path_keys and value.startswith(("./", "../")):
         return str((base / value).resolve())
     return value
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a config; errors name the file and the offending field."""
-    path = Path(path)
+def read_toml(path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TOML file as a dict, with dotted ``overrides`` (``--set a.b=v``) applied."""
     if not path.is_file():
         raise InputError("config file not found", path=str(path))
     try:
@@ -156,11 +156,24 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    raw = _expand(raw, path.parent.resolve())
-    raw["config_dir"] = str(path.parent.resolve())
+    return raw
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], raw: dict[str, Any], path: Path) -> M:
     try:
-        return ExperimentConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise InputError(f"{first['msg']} ({len(e.errors())} error(s) in all)", path=str(path), field=loc) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate a config; errors name the file and the offending field."""
+    path = Path(path)
+    raw = _expand(read_toml(path, overrides), path.parent.resolve())
+    raw["config_dir"] = str(path.parent.resolve())
+    return _validate(ExperimentConfig, raw, path)
