@@ -97,6 +97,36 @@ def sft(config: Path = typer.Argument(..., help="SFT build TOML file (see config
 
 
 @app.command()
+def analyze(config: Path = typer.Argument(..., help="Experiment TOML with [base] and [reference] (the SFT model)."),
+            set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set analysis.n=20."),
+            flores: Optional[Path] = typer.Option(None, "--flores", help="FLORES directory (overrides task.flores)."),
+            progress: bool = typer.Option(True, help="Show a progress bar."),
+            quiet: bool = typer.Option(False, help="Do not print the report.")) -> None:
+    """Decision-space analysis (paper §2): ranks, probabilities, KL and top-k overlap of the SFT
+    model's tokens under the base model, with 0/1/2 prior tokens; resumable; tables and plots."""
+    from .analysis.report import write_analysis_report
+    from .analysis.run import Analysis
+    from .experiment.config import load_config
+
+    try:
+        overrides = _overrides(set_)
+        if flores is not None:
+            overrides["task.flores"] = str(flores.resolve())
+        cfg = load_config(config, overrides)
+        analysis = Analysis(cfg)
+        summary = analysis.run(progress=progress)
+        a = cfg.analysis
+        md, _ = write_analysis_report(analysis.store, cfg.name, cfg.report_path / "analysis", priors=a.priors,
+                                      top_k=a.top_k, max_positions=a.max_positions)
+    except PrettyAlignError as e:
+        _fail(e)
+    console.print(f"{summary.produced} examples analysed ({summary.positions} positions), {summary.skipped} already "
+                  f"stored, mode {summary.mode}, {summary.seconds:.0f}s; report {md} (+ .html, .json, plots)")
+    if not quiet:
+        Console().print(Markdown(md.read_text(encoding="utf-8")))
+
+
+@app.command()
 def report(target: Path = typer.Argument(..., help="A config TOML or a .sqlite store."),
            run_name: Optional[str] = typer.Option(None, "--run", help="Run name (default: the config's, or the "
                                                   "store's latest)."),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Iterator, Callable, Sequence
 
 from ..boundary import Tokenizer
 from ..decoding import Decoding
@@ -80,6 +80,19 @@ class Backend(ABC):
 
     def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
         raise CapabilityError(f"backend '{self.registry_name}' cannot score answers (exact_scoring=False)")
+
+    def answer_logprobs(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
+                        chunk: int = 256) -> Iterator[tuple[int, int, Any]]:
+        """Teacher-force each ``(prompt_ids, answer_ids)``: one forward pass per batch of items.
+
+        Yields ``(item index, first answer position, log-probs)`` where log-probs is a float32
+        tensor ``[n, vocab]`` over the next token at answer positions ``first .. first + n - 1``
+        (0-based, position i predicts ``answer_ids[i]``). Chunks come in item order, each at most
+        ``chunk`` positions, so two backends given the same items yield aligned chunks, and no more
+        than one chunk of full-vocabulary log-probs needs to be alive at a time.
+        """
+        raise CapabilityError(f"backend '{self.registry_name}' cannot give full-vocabulary log-probs "
+                              "(exact_scoring=False)")
 
     @abstractmethod
     def signature(self) -> dict:

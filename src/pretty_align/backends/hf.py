@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from ..boundary import Tokenizer
 from ..decoding import Decoding, RowState
@@ -56,6 +56,26 @@ def _load(resolved: ResolvedModel, dtype: str):
     except OSError as e:
         raise PrettyAlignError(f"could not load model '{resolved.spec}': {e}") from e
     return tok, model.eval()
+
+
+def _parts(model):
+    """(decoder, output layer, final logit soft-cap) of a causal LM, also through a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
+
+
+def answer_hidden(model, ids, mask, keep):
+    """Final hidden states ``[n, hidden]`` at the positions where ``keep`` (bool ``[B, T]``) is true,
+    row by row: one decoder pass, no vocabulary-sized tensor."""
+    decoder, _, _ = _parts(model)
+    return decoder(input_ids=ids, attention_mask=mask).last_hidden_state[keep]
+
+
+def project(model, hidden):
+    """Logits from final hidden states, exactly as the model's own forward computes them."""
+    _, head, cap = _parts(model)
+    logits = head(hidden)
+    return (logits / cap).tanh() * cap if cap else logits
 
 
 @BACKENDS.register("hf")
@@ -172,15 +192,40 @@ class HFBackend(Backend):
 
         if not answer_ids:
             return ScoreResult([], [], [])
-        ids = torch.tensor([list(prompt_ids) + list(answer_ids)])
-        with torch.inference_mode():
-            logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.cat([lp for _, _, lp in self.answer_logprobs([(prompt_ids, answer_ids)])])
         target = torch.tensor(list(answer_ids))
         chosen = logp.gather(1, target[:, None])[:, 0]
         ranks = (logp > chosen[:, None]).sum(dim=1) + 1
         top = logp.topk(top_k, dim=-1).indices
         return ScoreResult(chosen.tolist(), ranks.tolist(), top.tolist())
+
+    def answer_logprobs(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
+                        chunk: int = 256) -> Iterator[tuple[int, int, Any]]:
+        """See ``Backend.answer_logprobs``: right-padded batches, one decoder pass each, the output
+        layer applied only at answer positions and only ``chunk`` positions at a time."""
+        import torch
+
+        for start in range(0, len(items), batch_size):
+            group = items[start:start + batch_size]
+            width = max(len(p) + len(a) for p, a in group)
+            ids = torch.full((len(group), width), self._tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            keep = torch.zeros_like(ids, dtype=torch.bool)
+            for row, (p, a) in enumerate(group):
+                if not p:
+                    raise InputError("scoring needs at least one prompt token", field="prompt_ids")
+                ids[row, :len(p) + len(a)] = torch.tensor(list(p) + list(a))
+                mask[row, :len(p) + len(a)] = 1
+                keep[row, len(p) - 1:len(p) + len(a) - 1] = True   # positions that predict an answer token
+            with torch.inference_mode():
+                hidden = answer_hidden(self.model, ids, mask, keep)
+                offset = 0
+                for row, (_, a) in enumerate(group):
+                    for first in range(0, len(a), chunk):
+                        n = min(chunk, len(a) - first)
+                        h = hidden[offset + first:offset + first + n]
+                        yield start + row, first, torch.log_softmax(project(self.model, h).float(), dim=-1)
+                    offset += len(a)
 
     def signature(self) -> dict:
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,

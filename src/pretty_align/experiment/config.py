@@ -100,6 +100,17 @@ class MetricsConfig(_Strict):
     langid_langs: list[str] | None = None
 
 
+class AnalysisConfig(_Strict):
+    """``[analysis]``: the decision-space analysis of ``pretty-align analyze`` (SPEC §5)."""
+    n: int | None = None                 # examples per language; default: task.n
+    top_k: int = Field(10, ge=1)         # the "silent majority" cut-off and the overlap size
+    priors: list[int] = Field(default_factory=lambda: [0, 1, 2])   # SFT tokens given to the base model
+    batch_size: int = Field(8, ge=1)     # examples per teacher-forced pass
+    chunk: int = Field(256, ge=1)        # positions whose full-vocabulary log-probs are alive at once
+    max_positions: int = Field(24, ge=1) # positions shown in the by-position tables and plots
+    mode: Literal["auto", "exact"] = "auto"
+
+
 class ExperimentConfig(_Strict):
     name: str
     store: str | None = None             # default: runs/<name>.sqlite next to the config
@@ -110,6 +121,7 @@ class ExperimentConfig(_Strict):
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     priors: list[PriorConfig] = Field(default_factory=lambda: [PriorConfig(strategy="none", k=[0])])
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     config_dir: str = "."
 
     @property

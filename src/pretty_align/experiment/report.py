@@ -90,6 +90,11 @@ def to_markdown(res: dict[str, Any]) -> str:
         ["off-target %"] + (["COMET"] if "COMET" in res["metric_signatures"] else []) + \
         (["% ref BLEU", "% ref chrF++"] if "reference" in res["conditions"] else []) + ["prior fallback %", "n"]
     lines = [f"# pretty-align report: {res['run']}", "", f"Results stored: {res['complete']}", ""]
+    ref = res["condition_signatures"].get("reference")
+    if ref:   # say which model "% ref" is relative to (e.g. a LoRA SFT counterpart)
+        m = ref.get("model", {}) if isinstance(ref, dict) else {}
+        adapter = f" + LoRA adapter `{m['adapter_sha256'][:16]}`" if m.get("adapter_sha256") else ""
+        lines += [f"Reference model (\"% ref\"): `{m.get('model', '?')}`{adapter}", ""]
     for tgt in res["targets"]:
         lines += [f"## {tgt}", "", "| condition | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for cond in res["conditions"]:

@@ -45,6 +45,19 @@ CREATE TABLE IF NOT EXISTS manifest (
   PRIMARY KEY (run, condition, tgt, idx)
 );
 CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, config TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS analysis_examples (
+  key TEXT PRIMARY KEY, tgt TEXT NOT NULL, example_id TEXT NOT NULL, mode TEXT NOT NULL,
+  n_positions INTEGER NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS analysis_positions (
+  key TEXT NOT NULL, position INTEGER NOT NULL, token_id INTEGER NOT NULL, rank_base INTEGER NOT NULL,
+  rank_sft INTEGER NOT NULL, p_base REAL NOT NULL, p_sft REAL NOT NULL, kl REAL NOT NULL, overlap REAL NOT NULL,
+  PRIMARY KEY (key, position)
+);
+CREATE TABLE IF NOT EXISTS analysis_manifest (
+  run TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT NOT NULL, tgt TEXT NOT NULL, PRIMARY KEY (run, idx)
+);
+CREATE TABLE IF NOT EXISTS analysis_runs (run TEXT PRIMARY KEY, signature TEXT NOT NULL, updated REAL NOT NULL);
 """
 
 RESULT_FIELDS = ("key", "condition", "tgt", "example_id", "source", "reference", "output", "prior_text",
@@ -137,6 +150,60 @@ class Store:
         if rec is None:
             raise PrettyAlignError(f"{self.path}: no run named '{run}'; runs here: {', '.join(self.runs()) or 'none'}")
         return json.loads(rec[0])
+
+    # -- decision-space analysis ----------------------------------------------------------------
+    POSITION_FIELDS = ("position", "token_id", "rank_base", "rank_sft", "p_base", "p_sft", "kl", "overlap")
+
+    def set_analysis_manifest(self, run: str, signature: dict, entries: list[tuple[str, str]]) -> None:
+        """Which example keys (with their target language) make up analysis ``run``, in order."""
+        with self.db:
+            self.db.execute("DELETE FROM analysis_manifest WHERE run = ?", (run,))
+            self.db.executemany("INSERT INTO analysis_manifest (run, idx, key, tgt) VALUES (?,?,?,?)",
+                                [(run, i, k, t) for i, (k, t) in enumerate(entries)])
+            self.db.execute("INSERT OR REPLACE INTO analysis_runs (run, signature, updated) VALUES (?,?,?)",
+                            (run, json.dumps(signature, sort_keys=True, default=str), time.time()))
+
+    def analysis_done(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = f"SELECT key FROM analysis_examples WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self.db.execute(q, chunk))
+        return found
+
+    def insert_analysis(self, key: str, tgt: str, example_id: str, mode: str, records: list[dict]) -> None:
+        """One example's position records and its completion marker, in one transaction: an example
+        is either fully stored or absent. An existing key raises (never overwritten)."""
+        try:
+            with self.db:
+                self.db.execute("INSERT INTO analysis_examples (key, tgt, example_id, mode, n_positions, created) "
+                                "VALUES (?,?,?,?,?,?)", (key, tgt, example_id, mode, len(records), time.time()))
+                self.db.executemany(
+                    f"INSERT INTO analysis_positions (key, {','.join(self.POSITION_FIELDS)}) VALUES "
+                    f"(?,{','.join('?' * len(self.POSITION_FIELDS))})",
+                    [(key, *(r[f] for f in self.POSITION_FIELDS)) for r in records])
+        except sqlite3.IntegrityError as e:
+            raise DuplicateResultError(f"{self.path}: analysis of example {example_id} ({tgt}) is already stored "
+                                       f"({e}); records are never overwritten") from e
+
+    def analysis_positions(self, run: str) -> list[dict[str, Any]]:
+        """Every stored position record of analysis ``run``, with its example's tgt and mode."""
+        cur = self.db.execute(
+            f"SELECT m.tgt, e.example_id, e.mode, {','.join('p.' + f for f in self.POSITION_FIELDS)} "
+            "FROM analysis_manifest m JOIN analysis_examples e ON e.key = m.key "
+            "JOIN analysis_positions p ON p.key = m.key WHERE m.run = ? ORDER BY m.idx, p.position", (run,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, rec)) for rec in cur]
+
+    def analysis_status(self, run: str) -> tuple[int, int, dict]:
+        """(examples stored, examples planned, signature) of analysis ``run``."""
+        rec = self.db.execute("SELECT signature FROM analysis_runs WHERE run = ?", (run,)).fetchone()
+        if rec is None:
+            raise PrettyAlignError(f"{self.path}: no analysis named '{run}'")
+        planned = self.db.execute("SELECT COUNT(*) FROM analysis_manifest WHERE run = ?", (run,)).fetchone()[0]
+        stored = self.db.execute("SELECT COUNT(*) FROM analysis_manifest m JOIN analysis_examples e ON e.key = m.key "
+                                 "WHERE m.run = ?", (run,)).fetchone()[0]
+        return stored, planned, json.loads(rec[0])
 
     # -- generation cache ---------------------------------------------------------------------
     def get_generations(self, keys: list[str]) -> dict[str, dict]:

@@ -95,15 +95,13 @@ def answer_loss(model, ids, mask, labels):
     applied only at positions that predict an answer token. Equals the full-logit loss exactly."""
     import torch.nn.functional as F
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    from ..backends.hf import answer_hidden, project
+
     targets = labels[:, 1:]
     keep = targets != IGNORE
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    cap = getattr(base.config, "final_logit_softcapping", None)
-    if cap:
-        logits = (logits / cap).tanh() * cap
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+    # position t predicts token t+1: keep positions 0..T-2 whose next label carries loss
+    hidden = answer_hidden(model, ids, mask, F.pad(keep, (0, 1), value=False))
+    return F.cross_entropy(project(model, hidden).float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
 class Trainer:

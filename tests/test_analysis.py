@@ -1,0 +1,139 @@
+"""Decision-space analysis: the one-pass path equals the naive per-position loop; store, resume, report."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+from pretty_align.analysis.decision import compare, naive_records  # noqa: E402
+from pretty_align.analysis.report import write_analysis_report  # noqa: E402
+from pretty_align.analysis.run import Analysis  # noqa: E402
+from pretty_align.backends import load_backend  # noqa: E402
+from pretty_align.boundary import encode_prompt  # noqa: E402
+from pretty_align.errors import CapabilityError  # noqa: E402
+from pretty_align.experiment.config import load_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_model_dir, tmp_path_factory):
+    """A random (non-zero) LoRA adapter: a different model with the base model's tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
+    d = tmp_path_factory.mktemp("adapter")
+    lora.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model_dir, sft_adapter):
+    return load_backend("hf", str(tiny_model_dir)), load_backend("hf", str(tiny_model_dir), adapter=str(sft_adapter))
+
+
+def items_for(tok):
+    texts = ["English: The cat.\nGerman:", "English: A longer sentence about houses and cats.\nGerman:",
+             "Hello"]
+    answers = [" Die Katze sitzt.", " Ein längerer Satz über Häuser.", " und so weiter und so fort"]
+    return [(encode_prompt(tok, t).ids, tok.encode(a, add_special_tokens=False)) for t, a in zip(texts, answers)]
+
+
+def test_one_pass_equals_the_naive_per_position_loop(pair):
+    base, sft = pair
+    items = items_for(base.tokenizer)
+    # batch of 2 (padding inside a batch) and chunks of 3 positions (chunk boundaries inside answers)
+    fast = dict(compare(base, sft, items, top_k=5, batch_size=2, chunk=3))
+    assert sorted(fast) == [0, 1, 2]
+    for i, (prompt, answer) in enumerate(items):
+        slow = naive_records(base, sft, prompt, answer, top_k=5)
+        assert len(fast[i]) == len(slow) == len(answer)
+        for a, b in zip(fast[i], slow):
+            assert (a.position, a.token_id, a.rank_base, a.rank_sft, a.overlap) == \
+                (b.position, b.token_id, b.rank_base, b.rank_sft, b.overlap)
+            assert a.p_base == pytest.approx(b.p_base, abs=1e-5) and a.p_sft == pytest.approx(b.p_sft, abs=1e-5)
+            assert a.kl == pytest.approx(b.kl, abs=1e-5)
+    assert any(r.rank_base > 1 for recs in fast.values() for r in recs)   # the two models do differ
+
+
+def test_prior_k_is_the_tail_of_the_same_pass(pair):
+    """Giving the first k SFT tokens as prior (prompt + prior, then score the rest) changes nothing
+    at later positions: the analysis 'with k prior tokens' is positions > k of one pass."""
+    base, sft = pair
+    prompt, answer = items_for(base.tokenizer)[1]
+    full = dict(compare(base, sft, [(prompt, answer)]))[0]
+    for k in (1, 2):
+        tail = dict(compare(base, sft, [(list(prompt) + answer[:k], answer[k:])]))[0]
+        assert [r.rank_base for r in tail] == [r.rank_base for r in full[k:]]
+        assert [r.kl for r in tail] == pytest.approx([r.kl for r in full[k:]], abs=1e-5)
+
+
+def test_backends_without_full_logprobs_are_refused():
+    fake = load_backend("fake", "fake:echo")
+    with pytest.raises(CapabilityError, match="exact_scoring=False"):
+        list(compare(fake, fake, [((1, 2), (3,))]))
+
+
+def write_config(tmp_path, base, adapter, n=3):
+    src = tmp_path / "src.txt"
+    src.write_text("".join(f"The cat number {i} sits on the mat.\n" for i in range(n)))
+    for code in ("deu_Latn", "fra_Latn"):
+        (tmp_path / f"ref.{code}.txt").write_text("".join(f"Referenz {i}.\n" for i in range(n)))
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f'name = "ana"\nstore = "./ana.sqlite"\nreport_dir = "./rep"\n'
+                   f'[base]\nmodel = "{base}"\n[reference]\nmodel = "{base}"\nadapter = "{adapter}"\nchat = false\n'
+                   f'[task]\ntargets = ["deu_Latn", "fra_Latn"]\nsrc_file = "./src.txt"\nref_file = "./ref.{{tgt}}.txt"\n'
+                   f'n = {n}\n[decoding]\nmax_new_tokens = 6\nbatch_size = 2\n[analysis]\nbatch_size = 2\nchunk = 4\n')
+    return cfg
+
+
+class Killed(Exception):
+    pass
+
+
+def test_analysis_is_stored_resumable_and_reported(tiny_model_dir, sft_adapter, tmp_path, monkeypatch):
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, sft_adapter))
+    first = Analysis(cfg)
+    real_insert = first.store.insert_analysis
+    calls = []
+
+    def dying_insert(*args, **kw):
+        if len(calls) == 4:
+            raise Killed
+        calls.append(args[0])
+        real_insert(*args, **kw)
+
+    monkeypatch.setattr(first.store, "insert_analysis", dying_insert)
+    with pytest.raises(Killed):
+        first.run(progress=False)
+    monkeypatch.undo()
+    summary = Analysis(cfg).run(progress=False)
+    assert (summary.examples, summary.skipped, summary.produced) == (6, 4, 2)
+    again = Analysis(cfg)
+    assert again.run(progress=False).produced == 0        # nothing recomputed, nothing duplicated
+    rows = again.store.analysis_positions("ana")
+    assert len({(r["example_id"], r["tgt"], r["position"]) for r in rows}) == len(rows) == summary.positions + sum(
+        n for (n,) in again.store.db.execute(
+            "SELECT n_positions FROM analysis_examples WHERE key IN ({})".format(",".join("?" * 4)), calls))
+    md, res = write_analysis_report(again.store, "ana", tmp_path / "rep", priors=[0, 1, 2], top_k=10, max_positions=8)
+    assert res["complete"] == "6/6" and set(res["targets"]) == {"deu_Latn", "fra_Latn"}
+    text = md.read_text()
+    assert "rank <= 10 %" in text and "paper: 90.8%" in text and "kl_by_position.png" in text
+    for png in ("kl_by_position.png", "rank1_by_position.png", "silent_majority.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 1000
+    assert (tmp_path / "rep" / "analysis.html").read_text().count("<table>") == 4
+    # positions > k only: the k=2 row counts fewer positions than k=0
+    assert res["table"]["all"][2]["positions"] < res["table"]["all"][0]["positions"]
+
+
+def test_models_with_different_tokenizers_are_refused_clearly(tmp_path, tiny_model_dir):
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(f'name = "x"\n[base]\nmodel = "{tiny_model_dir}"\n[reference]\nmodel = "fake:upper"\n'
+                   'backend = "fake"\n[task]\ntargets = ["deu_Latn"]\nsrc_file = "./s.txt"\n'
+                   'ref_file = "./s.txt"\n')
+    (tmp_path / "s.txt").write_text("A cat.\n")
+    with pytest.raises(CapabilityError, match="do not share a tokenizer"):
+        Analysis(load_config(cfg))
