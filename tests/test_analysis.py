@@ -129,11 +129,56 @@ def test_analysis_is_stored_resumable_and_reported(tiny_model_dir, sft_adapter, 
     assert res["table"]["all"][2]["positions"] < res["table"]["all"][0]["positions"]
 
 
-def test_models_with_different_tokenizers_are_refused_clearly(tmp_path, tiny_model_dir):
-    cfg = tmp_path / "x.toml"
-    cfg.write_text(f'name = "x"\n[base]\nmodel = "{tiny_model_dir}"\n[reference]\nmodel = "fake:upper"\n'
-                   'backend = "fake"\n[task]\ntargets = ["deu_Latn"]\nsrc_file = "./s.txt"\n'
-                   'ref_file = "./s.txt"\n')
-    (tmp_path / "s.txt").write_text("A cat.\n")
-    with pytest.raises(CapabilityError, match="do not share a tokenizer"):
-        Analysis(load_config(cfg))
+def test_word_starts_and_token_alignment(pair):
+    from pretty_align.analysis.decision import token_word_starts, word_starts
+
+    assert word_starts("Die Katze  sitzt.") == [0, 4, 11]
+    assert word_starts("猫が座る。") == [0, 1, 2, 3, 4]
+    tok = pair[0].tokenizer
+    ids = tok.encode(" Die Katze sitzt.", add_special_tokens=False)
+    starts = token_word_starts(tok, ids)
+    assert set(starts) <= {0, 4, 10} and 0 in starts
+    assert all(tok.decode(ids[i:]).lstrip().startswith("Die Katze sitzt."[c:]) for c, i in starts.items())
+
+
+def test_text_mode_equals_exact_at_word_starts_when_tokenizers_agree(pair):
+    """Same tokenizer on both sides: the approximate text-level records must be the exact records
+    at the tokens that start words (same rank, same probabilities)."""
+    from pretty_align.analysis.decision import compare_text, token_word_starts
+
+    base, sft = pair
+    items = items_for(base.tokenizer)
+    exact = dict(compare(base, sft, items))
+    text = dict(compare_text(base, sft, [(p, a, p, a) for p, a in items], batch_size=2, chunk=3))
+    checked = 0
+    for i, (_, answer) in enumerate(items):
+        starts = token_word_starts(base.tokenizer, answer)
+        assert len(text[i]) == len(starts) > 0
+        for rec, (_, tok_i) in zip(text[i], sorted(starts.items())):
+            ex = exact[i][tok_i]
+            assert (rec.token_id, rec.rank_base, rec.rank_sft) == (ex.token_id, ex.rank_base, ex.rank_sft)
+            assert rec.p_base == pytest.approx(ex.p_base, abs=1e-6) and rec.kl != rec.kl   # KL is NaN
+            checked += 1
+    assert checked >= 6
+
+
+def test_models_with_different_tokenizers_get_the_approximate_mode(tmp_path, tiny_model_dir, sft_adapter):
+    from conftest import build_bytelevel_tokenizer, build_model, build_tokenizer
+
+    other = tmp_path / "other"
+    tok = build_tokenizer() if "qwen2" in tiny_model_dir.name else build_bytelevel_tokenizer()
+    build_model("gemma3" if "qwen2" in tiny_model_dir.name else "qwen2", len(tok)).save_pretrained(other)
+    tok.save_pretrained(other)
+    cfg_path = write_config(tmp_path, tiny_model_dir, sft_adapter, n=2)
+    text = cfg_path.read_text().replace(f'model = "{tiny_model_dir}"\nadapter = "{sft_adapter}"',
+                                        f'model = "{other}"')
+    cfg_path.write_text(text)
+    analysis = Analysis(load_config(cfg_path))
+    assert analysis.mode == "text"
+    summary = analysis.run(progress=False)
+    assert summary.produced == 4
+    md, res = write_analysis_report(analysis.store, "ana", tmp_path / "rep", priors=[0, 1], top_k=10, max_positions=8)
+    assert res["approximate"] and "APPROXIMATE" in md.read_text()
+    exact_cfg = load_config(cfg_path, {"analysis.mode": "exact"})
+    with pytest.raises(CapabilityError, match="mode = 'auto'"):
+        Analysis(exact_cfg)

@@ -18,6 +18,12 @@ from ..experiment.store import Store
 PAPER_SILENT_MAJORITY = 90.8   # % of SFT-chosen tokens in the base model's top-K (paper §2.2)
 
 
+def _mean_kl(recs: list[dict]) -> float | None:
+    """Mean KL over records that have one (text-level records have NaN: different vocabularies)."""
+    vals = [r["kl"] for r in recs if r["kl"] is not None and r["kl"] == r["kl"]]
+    return round(mean(vals), 3) if vals else None
+
+
 def _summary(recs: list[dict], top_k: int) -> dict[str, Any]:
     n = len(recs)
     if not n:
@@ -27,7 +33,7 @@ def _summary(recs: list[dict], top_k: int) -> dict[str, Any]:
             "rank <= 3 %": round(100 * sum(r["rank_base"] <= 3 for r in recs) / n, 1),
             f"rank <= {top_k} %": round(100 * sum(r["rank_base"] <= top_k for r in recs) / n, 1),
             "median rank": median(r["rank_base"] for r in recs),
-            "mean KL": round(mean(r["kl"] for r in recs), 3),
+            "mean KL": _mean_kl(recs),
             "mean p_base": round(mean(r["p_base"] for r in recs), 3),
             "mean p_sft": round(mean(r["p_sft"] for r in recs), 3),
             f"top-{top_k} overlap %": round(100 * mean(r["overlap"] for r in recs), 1)}
@@ -51,7 +57,7 @@ def compute(store: Store, run: str, *, priors: list[int], top_k: int, max_positi
         by_pos[g] = {p: {"n": len(v), "rank 1 %": round(100 * sum(x["rank_base"] == 1 for x in v) / len(v), 1),
                          f"rank <= {top_k} %": round(100 * sum(x["rank_base"] <= top_k for x in v) / len(v), 1),
                          "median rank": median(x["rank_base"] for x in v),
-                         "mean KL": round(mean(x["kl"] for x in v), 3)} for p, v in sorted(at.items())}
+                         "mean KL": _mean_kl(v)} for p, v in sorted(at.items())}
     modes = sorted({r["mode"] for r in recs})
     return {"run": run, "complete": f"{stored}/{planned}", "modes": modes, "approximate": modes != ["exact"],
             "top_k": top_k, "priors": priors, "targets": targets, "table": table, "by_position": by_pos,
@@ -86,6 +92,10 @@ def to_markdown(res: dict[str, Any], plots: list[str]) -> str:
     lines = [f"# Decision-space analysis: {res['run']}{label}", "",
              f"Examples analysed: {res['complete']}; mode: {', '.join(res['modes'])}. Prior k = the base model is "
              "given the SFT model's first k tokens; rows with k > 0 cover answer positions > k.", ""]
+    if res["approximate"]:
+        lines += ["**Approximate**: the models have different tokenizers, so positions are *words* (compared where "
+                  "both tokenizers start a token), ranks are of each model's own first token of the word, KL is "
+                  "undefined and top-k overlap compares token strings.", ""]
     for title, head, rows in tables(res):
         lines += [f"## {title}", "", *_md_table(head, rows), ""]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + ["", "## Signature", "",
@@ -129,7 +139,7 @@ def plot(res: dict[str, Any], out: Path) -> list[str]:
         for k in res["priors"]:
             if k:
                 ax.axvline(k + 0.5, color="grey", linestyle=":", linewidth=1)
-        ax.set_xlabel("answer position (SFT tokens)")
+        ax.set_xlabel("answer position (words, APPROXIMATE)" if res["approximate"] else "answer position (SFT tokens)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, ncol=3)
         ax.grid(alpha=0.3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..backends import load_backend
 from ..backends.base import Backend
@@ -18,7 +18,8 @@ from ..errors import CapabilityError, InputError
 from ..experiment.config import ExperimentConfig, PriorConfig
 from ..experiment.runner import Runner, _progress, example_key_part
 from ..experiment.signature import content_hash, package_versions
-from .decision import compare
+from ..boundary import answer_ids
+from .decision import compare, compare_text
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +53,39 @@ class Analysis:
         self.mode = self._mode()
 
     def _mode(self) -> str:
-        same = self.base.fingerprint == self.sft.fingerprint and not self.base.chat and not self.sft.chat
-        if self.acfg.mode == "exact" and not same:
-            raise CapabilityError("exact analysis needs both models to share one tokenizer and the plain prompt "
-                                  "(chat = false for both); this pair differs, so only an approximate text-level "
-                                  "analysis is possible, which is not implemented yet")
-        if not same:
-            raise CapabilityError("the base and reference models do not share a tokenizer (or one uses a chat "
-                                  "template): the text-level approximate mode is not implemented yet; use a "
-                                  "same-family SFT counterpart (pretty-align sft)")
+        """``exact`` when both models share a tokenizer and see the same plain prompt; otherwise the
+        approximate text-level mode (``text``), or an error when ``mode = "exact"`` was asked for."""
         for answerer, role in ((self.base, "base"), (self.sft, "reference")):
             if not answerer.backend.capabilities.exact_scoring:
                 raise CapabilityError(f"the {role} backend '{answerer.backend.registry_name}' declares "
-                                      "exact_scoring=False: it cannot give full-vocabulary log-probs")
-        return "exact"
+                                      "exact_scoring=False: it cannot give full-vocabulary log-probs, which both "
+                                      "the exact and the text-level analysis need")
+        same = self.base.fingerprint == self.sft.fingerprint and not self.base.chat and not self.sft.chat
+        if same:
+            return "exact"
+        if self.acfg.mode == "exact":
+            raise CapabilityError("analysis.mode = 'exact' needs both models to share one tokenizer and the plain "
+                                  "prompt (chat = false for both); this pair differs: use mode = 'auto' for the "
+                                  "approximate text-level analysis")
+        log.warning("base and reference tokenizers differ (or one uses a chat template): the analysis is "
+                    "APPROXIMATE (text level, aligned at word starts)")
+        return "text"
+
+    def _records(self, answers) -> Iterator[tuple[int, list]]:
+        a = self.acfg
+        if self.mode == "exact":
+            items = [(ans.prompt.ids, ans.new_ids) for ans in answers]
+            yield from compare(self.base.backend, self.sft.backend, items, top_k=a.top_k, batch_size=a.batch_size,
+                               chunk=a.chunk)
+            return
+        tb = self.base.tokenizer
+        items = []
+        for ex, ans in answers:
+            prompt = self.base.prompt(ex)[0]
+            text = self.sft.tokenizer.decode(ans.new_ids, skip_special_tokens=True)
+            items.append((prompt.ids, answer_ids(tb, prompt, text), ans.prompt.ids, ans.new_ids))
+        yield from compare_text(self.base.backend, self.sft.backend, items, top_k=a.top_k, batch_size=a.batch_size,
+                                chunk=a.chunk)
 
     def signature(self) -> dict[str, Any]:
         return {"analysis": "decision-space", "mode": self.mode, "top_k": self.acfg.top_k,
@@ -94,9 +114,8 @@ class Analysis:
             for start_i in range(0, len(todo), bs):
                 chunk = todo[start_i:start_i + bs]
                 answers = self.sft.answer([ex for _, ex in chunk])
-                items = [(ans.prompt.ids, ans.new_ids) for ans in answers]
-                for i, records in compare(self.base.backend, self.sft.backend, items, top_k=self.acfg.top_k,
-                                          batch_size=self.acfg.batch_size, chunk=self.acfg.chunk):
+                pairs = list(zip([ex for _, ex in chunk], answers))
+                for i, records in self._records(answers if self.mode == "exact" else pairs):
                     key, ex = chunk[i]
                     self.store.insert_analysis(key, ex.tgt.code, ex.id, self.mode,
                                                [asdict(r) for r in records])

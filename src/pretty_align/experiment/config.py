@@ -108,7 +108,7 @@ class AnalysisConfig(_Strict):
     batch_size: int = Field(8, ge=1)     # examples per teacher-forced pass
     chunk: int = Field(256, ge=1)        # positions whose full-vocabulary log-probs are alive at once
     max_positions: int = Field(24, ge=1) # positions shown in the by-position tables and plots
-    mode: Literal["auto", "exact"] = "auto"
+    mode: Literal["auto", "exact"] = "auto"   # auto: exact when the tokenizers match, else text (approximate)
 
 
 class ExperimentConfig(_Strict):

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS analysis_examples (
 );
 CREATE TABLE IF NOT EXISTS analysis_positions (
   key TEXT NOT NULL, position INTEGER NOT NULL, token_id INTEGER NOT NULL, rank_base INTEGER NOT NULL,
-  rank_sft INTEGER NOT NULL, p_base REAL NOT NULL, p_sft REAL NOT NULL, kl REAL NOT NULL, overlap REAL NOT NULL,
+  rank_sft INTEGER NOT NULL, p_base REAL NOT NULL, p_sft REAL NOT NULL, kl REAL, overlap REAL NOT NULL,
   PRIMARY KEY (key, position)
 );
 CREATE TABLE IF NOT EXISTS analysis_manifest (
@@ -183,11 +183,14 @@ class Store:
                     f"(?,{','.join('?' * len(self.POSITION_FIELDS))})",
                     [(key, *(r[f] for f in self.POSITION_FIELDS)) for r in records])
         except sqlite3.IntegrityError as e:
+            if "UNIQUE" not in str(e):
+                raise PrettyAlignError(f"{self.path}: invalid analysis record for example {example_id}: {e}") from e
             raise DuplicateResultError(f"{self.path}: analysis of example {example_id} ({tgt}) is already stored "
                                        f"({e}); records are never overwritten") from e
 
     def analysis_positions(self, run: str) -> list[dict[str, Any]]:
-        """Every stored position record of analysis ``run``, with its example's tgt and mode."""
+        """Every stored position record of analysis ``run``, with its example's tgt and mode
+        (``kl`` is None where it is undefined: text-level records)."""
         cur = self.db.execute(
             f"SELECT m.tgt, e.example_id, e.mode, {','.join('p.' + f for f in self.POSITION_FIELDS)} "
             "FROM analysis_manifest m JOIN analysis_examples e ON e.key = m.key "
