@@ -177,3 +177,22 @@ def test_bad_sft_configs_name_the_field(tiny_model_dir, tatoeba, tmp_path):
     cfg.lora.target_modules = ["no_such_proj"]
     with pytest.raises(InputError, match="no_such_proj"):
         Trainer(cfg, progress=False).build()
+
+
+def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tatoeba, tmp_path):
+    # A learning rate this large makes the validation loss rise after the first steps.
+    result = build_sft(make_cfg(tiny_model_dir, tatoeba, tmp_path / "out", lr=3.0, warmup_steps=0, eval_every=1,
+                                patience=2, max_steps=12), progress=False)
+    st = result.state
+    vals = {e["step"]: e["val_loss"] for e in st.history if "val_loss" in e}
+    assert st.stopped_early and st.step < 12 and st.bad_evals == 2
+    assert st.best_val == min(vals.values()) == vals[st.best_step] and st.best_step < st.step
+    assert "stopped early" in (result.adapter_dir / "README.md").read_text()
+    # the adapter written is the best step's, not the last one: it reproduces the best validation loss
+    trainer = Trainer(make_cfg(tiny_model_dir, tatoeba, tmp_path / "out2"), progress=False)
+    tok, model = trainer._load_model()
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, adapter_weights(result.adapter_dir))
+    assert trainer._evaluate(model, trainer.load_split(tok).validation, tok.pad_token_id) == \
+        pytest.approx(st.best_val, rel=1e-4)
