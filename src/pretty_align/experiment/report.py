@@ -16,15 +16,22 @@ from ..metrics.base import Metric
 from .signature import METRIC_PACKAGES, package_versions
 from .store import Store
 
-RATIO_METRICS = ("BLEU", "chrF++")
+# Per task: the metrics of the report (label, metric) and those that get a "% ref" column.
+RATIO_METRICS = {"translation": ("BLEU", "chrF++"), "summarization": ("ROUGE-1", "ROUGE-L")}
 
 
-def _metrics(comet_checkpoint: str | None = None, langid_langs: list[str] | None = None) -> list[tuple[str, Metric]]:
-    ms: list[tuple[str, Metric]] = [("BLEU", BLEU()), ("chrF++", ChrFpp())]
-    if SpBLEU.available("flores200"):
-        ms.append(("spBLEU", SpBLEU("flores200")))
+def _metrics(task: str = "translation", comet_checkpoint: str | None = None,
+             langid_langs: list[str] | None = None) -> list[tuple[str, Metric]]:
+    ms: list[tuple[str, Metric]]
+    if task == "summarization":
+        from ..metrics.rouge import Rouge
+        ms = [(r.name, r) for r in (Rouge("rouge1"), Rouge("rouge2"), Rouge("rougeL"))]
+    else:
+        ms = [("BLEU", BLEU()), ("chrF++", ChrFpp())]
+        if SpBLEU.available("flores200"):
+            ms.append(("spBLEU", SpBLEU("flores200")))
     ms.append(("off-target %", OffTarget(langid_langs)))
-    if comet_checkpoint:
+    if comet_checkpoint and task == "translation":
         from ..metrics import Comet
         ms.append(("COMET", Comet(comet_checkpoint)))
     return ms
@@ -41,7 +48,9 @@ def compute(store: Store, run: str) -> dict[str, Any]:
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     targets = list(dict.fromkeys(r["tgt"] for r in rows))
     mcfg = config.get("metrics") or {}
-    metrics = _metrics(mcfg.get("comet_checkpoint"), mcfg.get("langid_langs"))
+    task = (config.get("task") or {}).get("name", "translation")
+    metrics = _metrics(task, mcfg.get("comet_checkpoint"), mcfg.get("langid_langs"))
+    ratio_metrics = RATIO_METRICS.get(task, ())
     cells: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     signatures: dict[str, set[str]] = defaultdict(set)
     for (cond, tgt_code), rs in groups.items():
@@ -53,6 +62,7 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             cell[label] = round(score.value, 2)
             signatures[label].add(score.signature)
         cell["prior fallback %"] = round(100 * mean(r["prior_fell_back"] for r in rs), 1)
+        cell["truncated"] = sum(r["truncated"] for r in rs)   # inputs cut to fit max_prompt_tokens
         cell["new tokens"] = round(mean(r["new_tokens"] for r in rs), 1)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
         cells[cond][tgt_code] = cell
@@ -60,7 +70,7 @@ def compute(store: Store, run: str) -> dict[str, Any]:
     if ref:
         for cond in conditions:
             for tgt_code, cell in cells[cond].items():
-                for m in RATIO_METRICS:
+                for m in ratio_metrics:
                     base = ref.get(tgt_code, {}).get(m)
                     cell[f"% ref {m}"] = round(100 * cell[m] / base, 1) if base else None
     means = {}
@@ -70,8 +80,10 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             [k for k in cs[0] if k.startswith("% ref")]
         # The mean of "% ref" is the mean of per-language ratios (SPEC §6), not a ratio of means.
         means[cond] = {k: _mean([c.get(k) for c in cs]) for k in dict.fromkeys(keys)}
+        means[cond]["truncated"] = sum(c.get("truncated", 0) for c in cs)   # a count: summed, not averaged
     model_sigs = {r["condition"]: r["signature"] for r in rows}
-    return {"run": run, "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
+    return {"run": run, "task": task, "metrics": [label for label, _ in metrics], "ratio_metrics": list(ratio_metrics),
+            "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
             "cells": cells, "means": means, "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
             "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES)}
 
@@ -86,9 +98,9 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(res: dict[str, Any]) -> str:
-    cols = ["BLEU", "chrF++"] + (["spBLEU"] if "spBLEU" in res["metric_signatures"] else []) + \
-        ["off-target %"] + (["COMET"] if "COMET" in res["metric_signatures"] else []) + \
-        (["% ref BLEU", "% ref chrF++"] if "reference" in res["conditions"] else []) + ["prior fallback %", "n"]
+    truncated = any(c.get("truncated") for cs in res["cells"].values() for c in cs.values())
+    cols = list(res["metrics"]) + ([f"% ref {m}" for m in res["ratio_metrics"]] if "reference" in res["conditions"]
+                                   else []) + ["prior fallback %"] + (["truncated"] if truncated else []) + ["n"]
     lines = [f"# pretty-align report: {res['run']}", "", f"Results stored: {res['complete']}", ""]
     ref = res["condition_signatures"].get("reference")
     if ref:   # say which model "% ref" is relative to (e.g. a LoRA SFT counterpart)
