@@ -40,7 +40,7 @@ class ModelConfig(_Strict):
 
 class TaskConfig(_Strict):
     name: str = "translation"
-    source: str = "eng_Latn"
+    source: str | None = None             # default: eng_Latn (translation), "same" (XL-Sum summarization)
     targets: list[str]
     flores: str | None = None
     split: str = "dev"
@@ -51,6 +51,8 @@ class TaskConfig(_Strict):
     offset: int = 0
     template: str | None = None
     max_prompt_tokens: int = 1024
+    data: str | None = None               # summarization: JSONL path pattern ({tgt_iso1}, {src}, ...)
+    format: str | None = None             # summarization: "xlsum" (default) or "crosssum"
 
     @field_validator("targets")
     @classmethod
@@ -134,7 +136,7 @@ class ExperimentConfig(_Strict):
 
 
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-_PATH_KEYS = {"store", "report_dir", "flores", "src_file", "ref_file", "dictionary", "stopwords", "adapter",
+_PATH_KEYS = {"data", "store", "report_dir", "flores", "src_file", "ref_file", "dictionary", "stopwords", "adapter",
               "comet_checkpoint", "model"}
 
 

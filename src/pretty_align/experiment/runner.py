@@ -41,7 +41,7 @@ class Condition:
                                "task": a.task.signature(), "decoding": a.decoding.signature(),
                                "packages": package_versions()}
         if self.prior is not None:
-            sig["prior"] = self.prior.signature(self.answerer.task.src, tgt)
+            sig["prior"] = self.prior.signature(self.answerer.task.source_language(tgt), tgt)
         return sig
 
 
@@ -73,8 +73,11 @@ def example_key_part(ex: Example) -> dict:
 
 def build_task(cfg: ExperimentConfig) -> Task:
     t = cfg.task
-    kwargs: dict[str, Any] = dict(source=t.source, flores=t.flores, split=t.split, src_file=t.src_file,
-                                  ref_file=t.ref_file, hub=t.hub, n=t.n, offset=t.offset)
+    kwargs: dict[str, Any] = dict(flores=t.flores, split=t.split, src_file=t.src_file, ref_file=t.ref_file, hub=t.hub,
+                                  n=t.n, offset=t.offset)
+    for name in ("source", "data", "format"):   # unset: the task's own default
+        if getattr(t, name) is not None:
+            kwargs[name] = getattr(t, name)
     if t.template:
         kwargs["template"] = t.template
     return TASKS.get(t.name)(**kwargs)

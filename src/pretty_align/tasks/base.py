@@ -29,6 +29,11 @@ class Task(ABC):
     #: stop strings applied to base-model continuations (plain prompts)
     stops: tuple[str, ...] = ("\n",)
 
+    def source_language(self, tgt: Language) -> Language:
+        """The source language of the examples for target ``tgt`` (``src`` unless the task says
+        otherwise, e.g. monolingual XL-Sum where it is ``tgt`` itself)."""
+        return self.src
+
     @abstractmethod
     def examples(self, tgt: Language) -> Iterator[Example]:
         """The examples for one target language, in a fixed order."""
