@@ -43,7 +43,7 @@ class TaskConfig(_Strict):
     source: str | None = None             # default: eng_Latn (translation), "same" (XL-Sum summarization)
     targets: list[str]
     flores: str | None = None
-    split: str = "dev"
+    split: str | None = None              # default: dev (translation), test (pos)
     src_file: str | None = None
     ref_file: str | None = None
     hub: str | None = None
@@ -53,6 +53,8 @@ class TaskConfig(_Strict):
     max_prompt_tokens: int = 1024
     data: str | None = None               # summarization: JSONL path pattern ({tgt_iso1}, {src}, ...)
     format: str | None = None             # summarization: "xlsum" (default) or "crosssum"
+    treebank: str | None = None           # pos: "xglue" (default) or "pud"
+    answer_format: str | None = None      # pos: "word/tag" (default) or "tags"
 
     @field_validator("targets")
     @classmethod

@@ -17,12 +17,15 @@ from .signature import METRIC_PACKAGES, package_versions
 from .store import Store
 
 # Per task: the metrics of the report (label, metric) and those that get a "% ref" column.
-RATIO_METRICS = {"translation": ("BLEU", "chrF++"), "summarization": ("ROUGE-1", "ROUGE-L")}
+RATIO_METRICS = {"translation": ("BLEU", "chrF++"), "summarization": ("ROUGE-1", "ROUGE-L"), "pos": ("accuracy",)}
 
 
 def _metrics(task: str = "translation", comet_checkpoint: str | None = None,
              langid_langs: list[str] | None = None) -> list[tuple[str, Metric]]:
     ms: list[tuple[str, Metric]]
+    if task == "pos":   # tags are language-independent: no off-target rate
+        from ..metrics.pos import POSAccuracy
+        return [("accuracy", POSAccuracy())]
     if task == "summarization":
         from ..metrics.rouge import Rouge
         ms = [(r.name, r) for r in (Rouge("rouge1"), Rouge("rouge2"), Rouge("rougeL"))]

@@ -1,4 +1,4 @@
-"""Corpus-level metrics, registered by name: bleu, chrf++, spbleu, off-target, comet, rouge1/2/L.
+"""Corpus-level metrics, registered by name: bleu, chrf++, spbleu, off-target, comet, rouge1/2/L, pos-accuracy.
 
 ``default_metrics(tgt)`` is what an experiment reports when the user names none.
 """
@@ -11,7 +11,7 @@ from .base import Metric, Score
 
 METRICS: Registry[Metric] = Registry("metric")
 
-from . import bleu, comet, offtarget, rouge  # noqa: E402,F401  (registration side effects)
+from . import bleu, comet, offtarget, pos, rouge  # noqa: E402,F401  (registration side effects)
 from .bleu import BLEU, ChrFpp, SpBLEU  # noqa: E402
 from .comet import Comet  # noqa: E402
 from .offtarget import OffTarget, detect  # noqa: E402

@@ -7,6 +7,6 @@ from .base import Example, Task
 
 TASKS: Registry[Task] = Registry("task")
 
-from . import summarization, translation  # noqa: E402,F401
+from . import pos, summarization, translation  # noqa: E402,F401
 
 __all__ = ["TASKS", "Example", "Task"]

@@ -1,0 +1,70 @@
+"""POS task: treebank paths, display words, references, accuracy on malformed answers, end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("conllu")
+
+from pretty_align.errors import InputError  # noqa: E402
+from pretty_align.experiment.config import load_config  # noqa: E402
+from pretty_align.experiment.report import compute  # noqa: E402
+from pretty_align.experiment.runner import Runner  # noqa: E402
+from pretty_align.languages import get_language  # noqa: E402
+from pretty_align.metrics.pos import POSAccuracy  # noqa: E402
+from pretty_align.tasks.pos import POSTask  # noqa: E402
+
+FRA, VIE = get_language("fra_Latn"), get_language("vie_Latn")
+REF = "Il/PRON parle/VERB de/ADP le/DET chat/NOUN ./PUNCT"
+
+
+def test_accuracy_counts_every_failure_as_wrong():
+    acc = POSAccuracy()
+    hyps = [REF, "Il/PRON parle/VB de/ADP le chat/NOUN", "I cannot do that", ""]
+    score = acc.corpus_score(hyps, [REF] * 4, FRA)
+    # 6 + 3 (parle invalid, le garbled, . missing) + 0 + 0 correct of 24
+    assert score.value == pytest.approx(100 * 9 / 24)
+    assert score.extra["tokens"] == 24 and score.extra["garbled"] >= 4 and score.extra["invalid"] == 1
+    assert score.extra["confusion"]["VERB>-"] == 3 and score.extra["confusion"]["NOUN>NOUN"] == 2
+    tags_only = acc.corpus_score(["PRON VERB ADP DET NOUN"], ["PRON VERB ADP DET NOUN PUNCT"], FRA)
+    assert tags_only.value == pytest.approx(100 * 5 / 6)
+
+
+def test_real_treebanks_give_examples_with_display_words(shared_data):
+    task = POSTask(data=str(shared_data / "ud-2.5"), n=5)
+    ex = list(task.examples(VIE))
+    assert len(ex) == 5 and ex[0].src == VIE and ex[0].id.startswith("ud/xglue/test/")
+    assert all(" " not in w for e in ex for w in e.meta["words"])          # "sinh viên" -> "sinh_viên"
+    assert any("_" in w for e in list(POSTask(data=str(shared_data / "ud-2.5"), n=50).examples(VIE))
+               for w in e.meta["words"])
+    assert ex[0].reference.split()[0].rsplit("/", 1)[1] in ex[0].meta["tags"]
+    pud = list(POSTask(data=str(shared_data / "ud-2.5"), treebank="pud", n=2).examples(get_language("zho_Hans")))
+    assert len(pud) == 2
+    prompt = task.render(ex[0])
+    assert prompt.startswith("Tag each word of the following Vietnamese sentence") and prompt.endswith("Tagged:")
+
+
+def test_bad_pos_settings_are_named(tmp_path):
+    with pytest.raises(InputError, match="task.data"):
+        POSTask()
+    with pytest.raises(InputError, match="no XGLUE POS treebank for swh_Latn"):
+        list(POSTask(data=str(tmp_path)).examples(get_language("swh_Latn")))
+    with pytest.raises(InputError, match="CoNLL-U file not found"):
+        list(POSTask(data=str(tmp_path)).examples(FRA))
+    with pytest.raises(InputError, match="answer_format"):
+        POSTask(data=str(tmp_path), answer_format="json")
+
+
+def test_pos_runs_end_to_end_with_accuracy_in_the_report(tmp_path):
+    conllu = tmp_path / "fr.conllu"
+    conllu.write_text("# sent_id = s1\n# text = Il parle.\n1\tIl\til\tPRON\t_\t_\t2\tnsubj\t_\t_\n"
+                      "2\tparle\tparler\tVERB\t_\t_\t0\troot\t_\tSpaceAfter=No\n3\t.\t.\tPUNCT\t_\t_\t2\tpunct\t_\t_\n\n")
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'name = "p"\n[base]\nmodel = "fake:echo"\nbackend = "fake"\n[task]\nname = "pos"\n'
+                   f'targets = ["fra_Latn"]\ndata = "{tmp_path}/{{tgt_iso1}}.conllu"\n[decoding]\nmax_new_tokens = 40\n')
+    runner = Runner(load_config(cfg))
+    runner.run(progress=False)
+    res = compute(runner.store, "p")
+    assert res["metrics"] == ["accuracy"]
+    # fake:echo repeats the words without tags: every token is wrong, nothing crashes
+    assert res["cells"]["none"]["fra_Latn"]["accuracy"] == 0.0
