@@ -68,3 +68,30 @@ def test_pos_runs_end_to_end_with_accuracy_in_the_report(tmp_path):
     assert res["metrics"] == ["accuracy"]
     # fake:echo repeats the words without tags: every token is wrong, nothing crashes
     assert res["cells"]["none"]["fra_Latn"]["accuracy"] == 0.0
+
+
+def test_pos_priors_from_another_split(shared_data):
+    from pretty_align.boundary import encode_prompt
+    from pretty_align.backends.fake import CharTokenizer
+    from pretty_align.priors import make_prior
+    from pretty_align.priors.base import PriorItem
+
+    task = POSTask(data=str(shared_data / "ud-2.5"), n=20)
+    tok = CharTokenizer()
+    items = [PriorItem(ex, encode_prompt(tok, task.render(ex))) for ex in task.examples(FRA)]
+    gold = [ex.meta["tags"] for ex in (it.example for it in items)]
+    for name in ("pos-pseudo", "pos-refined"):
+        prior = make_prior(name, k=1000, task=task)     # k large: the whole predicted answer
+        results = prior.build(items, tok)
+        predicted = [prior.predict(prior._model(FRA), it.example.meta["words"])[0] for it in items]
+        assert results[0].provenance["predicted"].startswith(results[0].text.strip()[:20])
+        acc = sum(p == g for ps, gs in zip(predicted, gold) for p, g in zip(ps, gs)) / sum(map(len, gold))
+        assert acc > 0.8, (name, acc)   # trained on the dev split, scored on test sentences
+        assert results[0].provenance["trained_on"] == "fr_gsd-ud-dev.conllu"
+        assert prior.signature(FRA, FRA)["trained_on_sha256"]
+    short = make_prior("pos-pseudo", k=3, task=task).build(items[:1], tok)[0]
+    assert len(short.ids) == 3            # cut to k base tokens like every prior
+    with pytest.raises(InputError, match="evaluation file itself"):
+        make_prior("pos-pseudo", k=1, task=POSTask(data=str(shared_data / "ud-2.5"), split="dev")).signature(FRA, FRA)
+    with pytest.raises(InputError, match="pos task only"):
+        make_prior("pos-pseudo", k=1)

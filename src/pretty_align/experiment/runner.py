@@ -17,7 +17,7 @@ from ..backends import Backend, load_backend
 from ..errors import InputError
 from ..languages import Language, get_language
 from ..metrics.offtarget import detect
-from ..priors import Prior, PriorItem, make_prior
+from ..priors import PRIORS, Prior, PriorItem, make_prior
 from ..tasks import TASKS, Example, Task
 from .answerer import Answer, Answerer
 from .config import ExperimentConfig, ModelConfig, PriorConfig
@@ -120,7 +120,11 @@ class Runner:
             else:
                 params["answerer"] = self._answerer(ModelConfig(model=pc.model, backend=pc.backend, chat=pc.chat,
                                                                 dtype=pc.dtype))
-        return make_prior(pc.strategy, k=k, **params)
+        strategy = pc.strategy
+        task_specific = f"{self.task.registry_name}-{pc.strategy}"   # e.g. pos-pseudo: a tag lexicon
+        if task_specific in PRIORS:
+            strategy, params["task"] = task_specific, self.task
+        return make_prior(strategy, k=k, **params)
 
     def _conditions(self) -> list[Condition]:
         out = []
