@@ -68,6 +68,10 @@ def test_pos_runs_end_to_end_with_accuracy_in_the_report(tmp_path):
     assert res["metrics"] == ["accuracy"]
     # fake:echo repeats the words without tags: every token is wrong, nothing crashes
     assert res["cells"]["none"]["fra_Latn"]["accuracy"] == 0.0
+    from pretty_align.experiment.report import per_tag_accuracy, to_markdown
+
+    assert per_tag_accuracy(res) == {"none": {"PRON": 0.0, "PUNCT": 0.0, "VERB": 0.0}}
+    assert "## Per-tag accuracy" in to_markdown(res)
 
 
 def test_pos_priors_from_another_split(shared_data):

@@ -64,6 +64,8 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             score = m.corpus_score(hyps, refs, tgt, sources=[r["source"] for r in rs])
             cell[label] = round(score.value, 2)
             signatures[label].add(score.signature)
+            if "confusion" in score.extra:   # POS: gold>predicted counts, for the per-tag table
+                cell["confusion"] = score.extra["confusion"]
         cell["prior fallback %"] = round(100 * mean(r["prior_fell_back"] for r in rs), 1)
         cell["truncated"] = sum(r["truncated"] for r in rs)   # inputs cut to fit max_prompt_tokens
         cell["new tokens"] = round(mean(r["new_tokens"] for r in rs), 1)
@@ -122,6 +124,7 @@ def to_markdown(res: dict[str, Any]) -> str:
               "| condition | " + " | ".join(mcols) + " |", "|---" * (len(mcols) + 1) + "|"]
     for cond in res["conditions"]:
         lines.append(f"| {cond} | " + " | ".join(_fmt(res["means"][cond].get(c)) for c in mcols) + " |")
+    lines += _per_tag_lines(res)
     lines += ["", "## Signatures", "", "Metrics:"]
     for label, sigs in res["metric_signatures"].items():
         lines += [f"- {label}: `{s}`" for s in sigs]
@@ -129,6 +132,32 @@ def to_markdown(res: dict[str, Any]) -> str:
     for cond, sig in res["condition_signatures"].items():
         lines.append(f"- {cond}: `{json.dumps(sig, sort_keys=True, ensure_ascii=False)}`")
     return "\n".join(lines) + "\n"
+
+
+def per_tag_accuracy(res: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """POS: {condition: {gold tag: % of its tokens tagged correctly}} over all languages."""
+    out: dict[str, dict[str, float]] = {}
+    for cond, cells in res["cells"].items():
+        total: Counter = Counter()
+        right: Counter = Counter()
+        for cell in cells.values():
+            for pair, n in (cell.get("confusion") or {}).items():
+                gold, pred = pair.split(">", 1)
+                total[gold] += n
+                right[gold] += n if gold == pred else 0
+        if total:
+            out[cond] = {t: round(100 * right[t] / total[t], 1) for t in sorted(total)}
+    return out
+
+
+def _per_tag_lines(res: dict[str, Any]) -> list[str]:
+    table = per_tag_accuracy(res)
+    if not table:
+        return []
+    tags = sorted({t for row in table.values() for t in row})
+    return ["", "## Per-tag accuracy, all languages (% of gold tokens of the tag)", "",
+            "| condition | " + " | ".join(tags) + " |", "|---" * (len(tags) + 1) + "|"] + \
+        [f"| {cond} | " + " | ".join(_fmt(row.get(t)) for t in tags) + " |" for cond, row in table.items()]
 
 
 def write_report(store: Store, run: str, out_dir: str | Path) -> tuple[Path, dict[str, Any]]:
