@@ -182,3 +182,17 @@ def test_models_with_different_tokenizers_get_the_approximate_mode(tmp_path, tin
     exact_cfg = load_config(cfg_path, {"analysis.mode": "exact"})
     with pytest.raises(CapabilityError, match="mode = 'auto'"):
         Analysis(exact_cfg)
+
+
+def test_scoring_generators_leave_grad_mode_alone(pair):
+    """Thread-local grad mode must not leak out of (or be scrambled by) suspended generators:
+    a LoRA training step after an analysis in the same process needs autograd."""
+    base, sft = pair
+    items = items_for(base.tokenizer)
+    dict(compare(base, sft, items, batch_size=2, chunk=2))
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    partial = compare(base, sft, items, batch_size=1, chunk=1)
+    next(partial)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    partial.close()
+    assert torch.is_grad_enabled()

@@ -30,7 +30,8 @@ def flores(code: str, n: int = 1) -> list[str]:
 
 
 def test_registry_names() -> None:
-    assert METRICS.names() == ["bleu", "chrf++", "comet", "off-target", "spbleu"]
+    assert METRICS.names() == ["bleu", "chrf++", "comet", "off-target", "pos-accuracy", "rouge1", "rouge2", "rougeL",
+                              "spbleu"]
     assert METRICS.get("bleu") is BLEU
 
 

@@ -217,15 +217,20 @@ class HFBackend(Backend):
                 ids[row, :len(p) + len(a)] = torch.tensor(list(p) + list(a))
                 mask[row, :len(p) + len(a)] = 1
                 keep[row, len(p) - 1:len(p) + len(a) - 1] = True   # positions that predict an answer token
-            with torch.inference_mode():
+            # Grad mode is thread-local: a context held across a ``yield`` would leak into the
+            # caller (and two interleaved generators would restore each other's state wrongly),
+            # so every no-grad block closes before the chunk is handed out.
+            with torch.no_grad():
                 hidden = answer_hidden(self.model, ids, mask, keep)
-                offset = 0
-                for row, (_, a) in enumerate(group):
-                    for first in range(0, len(a), chunk):
-                        n = min(chunk, len(a) - first)
-                        h = hidden[offset + first:offset + first + n]
-                        yield start + row, first, torch.log_softmax(project(self.model, h).float(), dim=-1)
-                    offset += len(a)
+            offset = 0
+            for row, (_, a) in enumerate(group):
+                for first in range(0, len(a), chunk):
+                    n = min(chunk, len(a) - first)
+                    with torch.no_grad():
+                        lp = torch.log_softmax(project(self.model, hidden[offset + first:offset + first + n]).float(),
+                                               dim=-1)
+                    yield start + row, first, lp
+                offset += len(a)
 
     def signature(self) -> dict:
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,
