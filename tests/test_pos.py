@@ -99,3 +99,18 @@ def test_pos_priors_from_another_split(shared_data):
         make_prior("pos-pseudo", k=1, task=POSTask(data=str(shared_data / "ud-2.5"), split="dev")).signature(FRA, FRA)
     with pytest.raises(InputError, match="pos task only"):
         make_prior("pos-pseudo", k=1)
+
+
+def test_demonstrations_come_from_another_split(shared_data):
+    task = POSTask(data=str(shared_data / "ud-2.5"), n=1, shots=2)
+    [ex] = task.examples(FRA)
+    prompt = task.render(ex)
+    assert prompt.count("Words: ") == 3 and prompt.count("Tagged: ") == 2 and prompt.endswith("Tagged:")
+    demo_words = prompt.split("Words: ")[1].split("\n")[0].split()
+    assert len(demo_words) <= 12 and "/" in prompt.split("Tagged: ")[1]
+    assert POSTask(data=str(shared_data / "ud-2.5"), n=1).render(ex).count("Words: ") == 1   # zero-shot default
+    assert task.signature()["shots"] == 2
+    with pytest.raises(InputError, match="evaluated file"):
+        POSTask(data=str(shared_data / "ud-2.5"), split="dev", shots=1).render(ex)
+    with pytest.raises(InputError, match="{demos}"):
+        POSTask(data=str(shared_data / "ud-2.5"), shots=1, template="Words: {words}\nTagged:")

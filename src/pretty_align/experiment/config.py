@@ -55,6 +55,8 @@ class TaskConfig(_Strict):
     format: str | None = None             # summarization: "xlsum" (default) or "crosssum"
     treebank: str | None = None           # pos: "xglue" (default) or "pud"
     answer_format: str | None = None      # pos: "word/tag" (default) or "tags"
+    shots: int | None = None              # pos: demonstrations from another split (default 0)
+    shots_split: str | None = None        # pos: where demonstrations come from (default dev)
 
     @field_validator("targets")
     @classmethod

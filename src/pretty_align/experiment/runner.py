@@ -75,7 +75,7 @@ def build_task(cfg: ExperimentConfig) -> Task:
     t = cfg.task
     kwargs: dict[str, Any] = dict(flores=t.flores, src_file=t.src_file, ref_file=t.ref_file, hub=t.hub,
                                   n=t.n, offset=t.offset)
-    for name in ("source", "split", "data", "format", "treebank", "answer_format"):   # unset: the task's default
+    for name in ("source", "split", "data", "format", "treebank", "answer_format", "shots", "shots_split"):   # unset: the task's default
         if getattr(t, name) is not None:
             kwargs[name] = getattr(t, name)
     if t.template:

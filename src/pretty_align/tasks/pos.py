@@ -1,10 +1,14 @@
 """POS tagging (SPEC §4): XGLUE POS = Universal Dependencies v2.5 UPOS, read from CoNLL-U.
 
-Default template (ours, zero-shot), answer format ``word/TAG``::
+Default template (ours), answer format ``word/TAG``::
 
     Tag each word of the following {tgt_name} sentence with its Universal POS tag (ADJ, ADP, ...).
-    Words: {words}
+    {demos}Words: {words}
     Tagged:
+
+``{demos}`` is empty (zero-shot, ``shots = 0``) or ``shots`` short ``Words:``/``Tagged:`` pairs from
+another split of the language's XGLUE treebank (``shots_split``, default ``dev``): a small base
+model does not produce the ``word/TAG`` format from the instruction alone.
 
 With ``answer_format = "tags"`` the answer is the tags only, in order. Words that contain spaces
 (Vietnamese syllables: "sinh viên") are shown joined by "_" so that whitespace separates words.
@@ -28,7 +32,8 @@ from .base import Example, Task
 from .conll import UPOS, TaggedSentence, read_conllu
 
 DEFAULT_TEMPLATE = ("Tag each word of the following {tgt_name} sentence with its Universal POS tag "
-                    f"({', '.join(UPOS)}).\nWords: {{words}}\nTagged:")
+                    f"({', '.join(UPOS)}).\n{{demos}}Words: {{words}}\nTagged:")
+MAX_DEMO_WORDS = 12   # demonstrations are short sentences, so they cost few prompt tokens
 # XGLUE POS treebanks (UD v2.5) by ISO 639-3 code: directory, file stem.
 XGLUE_TREEBANKS = {"deu": ("UD_German-GSD", "de_gsd"), "fra": ("UD_French-GSD", "fr_gsd"),
                    "zho": ("UD_Chinese-GSDSimp", "zh_gsdsimp"), "jpn": ("UD_Japanese-GSD", "ja_gsd"),
@@ -63,7 +68,7 @@ class POSTask(Task):
 
     def __init__(self, source: str = "same", *, data: str | None = None, treebank: str = "xglue",
                  split: str = "test", answer_format: str = "word/tag", n: int | None = None, offset: int = 0,
-                 template: str = DEFAULT_TEMPLATE, **_: object) -> None:
+                 template: str = DEFAULT_TEMPLATE, shots: int = 0, shots_split: str = "dev", **_: object) -> None:
         if not data:
             raise InputError("POS tagging needs task.data: the UD v2.5 root (e.g. ../shared/data/ud-2.5) or a "
                              ".conllu path pattern", field="task.data")
@@ -79,8 +84,14 @@ class POSTask(Task):
 
         self.src = get_language("eng_Latn")   # placeholder: each example's source is its target language
         self.data, self.treebank, self.split, self.answer_format = data, treebank, split, answer_format
+        if shots < 0:
+            raise InputError("shots must be >= 0", field="task.shots")
+        if shots and "{demos}" not in template:
+            raise InputError("task.shots > 0 needs a {demos} placeholder in the template", field="task.template")
         self.n, self.offset, self.template = n, offset, template
+        self.shots, self.shots_split = shots, shots_split
         self._sentences: dict[str, list[TaggedSentence]] = {}
+        self._demos: dict[str, str] = {}
 
     def source_language(self, tgt: Language) -> Language:
         return tgt
@@ -103,9 +114,24 @@ class POSTask(Task):
             yield Example(f"ud/{self.treebank}/{self.split}/{s.sent_id}", " ".join(words), self.reference(s), tgt, tgt,
                           {"words": words, "tags": list(s.tags), "origin": s.origin})
 
+    def demos(self, tgt: Language) -> str:
+        """``shots`` demonstrations (the first short sentences of the XGLUE treebank's
+        ``shots_split``, never the evaluated file), each a ``Words:``/``Tagged:`` pair."""
+        if not self.shots:
+            return ""
+        if tgt.code not in self._demos:
+            path = treebank_path(self.data, tgt, "xglue", self.shots_split)  # type: ignore[arg-type]
+            if path.resolve() == treebank_path(self.data, tgt, self.treebank, self.split).resolve():  # type: ignore[arg-type]
+                raise InputError(f"demonstrations would come from the evaluated file {path.name}; set task.shots_split "
+                                 "to another split", field="task.shots_split")
+            short = [s for s in read_conllu(path) if len(s.words) <= MAX_DEMO_WORDS][:self.shots]
+            self._demos[tgt.code] = "".join(f"Words: {' '.join(display_word(w) for w in s.words)}\n"
+                                            f"Tagged: {self.reference(s)}\n" for s in short)
+        return self._demos[tgt.code]
+
     def render(self, example: Example, source: str | None = None) -> str:
         return self.template.format(tgt_name=example.tgt.name, src_name=example.src.name, tgt=example.tgt.code,
-                                    words=example.source if source is None else source)
+                                    words=example.source if source is None else source, demos=self.demos(example.tgt))
 
     def clean_answer(self, text: str, example: Example) -> str:
         lines = [ln.strip() for ln in text.strip().split("\n") if ln.strip()]
@@ -113,4 +139,5 @@ class POSTask(Task):
 
     def signature(self) -> dict:
         return {"task": "pos", "treebank": self.treebank, "split": self.split, "answer_format": self.answer_format,
+                "shots": self.shots, "shots_split": self.shots_split if self.shots else None,
                 "template": self.template, "template_sha256": hashlib.sha256(self.template.encode()).hexdigest()[:16]}
