@@ -82,14 +82,18 @@ class Store:
         self.db.close()
 
     # -- results ------------------------------------------------------------------------------
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+    def _present(self, table: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` exist in ``table`` (queried in chunks: SQLite limits bound parameters)."""
         keys = list(keys)
         found: set[str] = set()
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            q = f"SELECT key FROM results WHERE key IN ({','.join('?' * len(chunk))})"
+            q = f"SELECT key FROM {table} WHERE key IN ({','.join('?' * len(chunk))})"
             found.update(r[0] for r in self.db.execute(q, chunk))
         return found
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        return self._present("results", keys)
 
     def insert_results(self, rows: list[dict[str, Any]]) -> None:
         """Insert and commit a batch of rows atomically; an existing key raises."""
@@ -164,12 +168,8 @@ class Store:
                             (run, json.dumps(signature, sort_keys=True, default=str), time.time()))
 
     def analysis_done(self, keys: list[str]) -> set[str]:
-        found: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            q = f"SELECT key FROM analysis_examples WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(r[0] for r in self.db.execute(q, chunk))
-        return found
+        """Keys of the examples whose analysis is fully stored."""
+        return self._present("analysis_examples", keys)
 
     def insert_analysis(self, key: str, tgt: str, example_id: str, mode: str, records: list[dict]) -> None:
         """One example's position records and its completion marker, in one transaction: an example
