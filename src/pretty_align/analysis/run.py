@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterator
 
 from ..backends import load_backend
 from ..backends.base import Backend
+from ..boundary import answer_ids
 from ..errors import CapabilityError, InputError
 from ..experiment.config import ExperimentConfig, PriorConfig
 from ..experiment.runner import Runner, _progress, example_key_part
 from ..experiment.signature import content_hash, package_versions
-from ..boundary import answer_ids
 from .decision import compare, compare_text
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Analysis:
                     "APPROXIMATE (text level, aligned at word starts)")
         return "text"
 
-    def _records(self, answers) -> Iterator[tuple[int, list]]:
+    def _records(self, examples, answers) -> Iterator[tuple[int, list]]:
         a = self.acfg
         if self.mode == "exact":
             items = [(ans.prompt.ids, ans.new_ids) for ans in answers]
@@ -80,7 +80,7 @@ class Analysis:
             return
         tb = self.base.tokenizer
         items = []
-        for ex, ans in answers:
+        for ex, ans in zip(examples, answers):
             prompt = self.base.prompt(ex)[0]
             text = self.sft.tokenizer.decode(ans.new_ids, skip_special_tokens=True)
             items.append((prompt.ids, answer_ids(tb, prompt, text), ans.prompt.ids, ans.new_ids))
@@ -111,14 +111,17 @@ class Analysis:
         positions = 0
         bs = self.cfg.decoding.batch_size * 8
         with _progress(progress, len(todo), len(plan) - len(todo)) as advance:
-            for start_i in range(0, len(todo), bs):
-                chunk = todo[start_i:start_i + bs]
+            # Chunks come from the full plan, as in the runner: with a batch-dependent (bfloat16) SFT
+            # model a resumed analysis then sees exactly the answers an uninterrupted one would.
+            for start_i in range(0, len(plan), bs):
+                chunk = plan[start_i:start_i + bs]
+                if all(k in done for k, _ in chunk):
+                    continue
                 answers = self.sft.answer([ex for _, ex in chunk])
-                pairs = list(zip([ex for _, ex in chunk], answers))
-                for i, records in self._records(answers if self.mode == "exact" else pairs):
-                    key, ex = chunk[i]
-                    self.store.insert_analysis(key, ex.tgt.code, ex.id, self.mode,
-                                               [asdict(r) for r in records])
+                open_ = [j for j, (k, _) in enumerate(chunk) if k not in done]
+                for i, records in self._records([chunk[j][1] for j in open_], [answers[j] for j in open_]):
+                    key, ex = chunk[open_[i]]
+                    self.store.insert_analysis(key, ex.tgt.code, ex.id, self.mode, [asdict(r) for r in records])
                     positions += len(records)
                     advance(1, f"analysing {ex.tgt.code}")
         return AnalysisSummary(len(plan), len(todo), len(plan) - len(todo), positions, time.time() - start, self.mode)
