@@ -196,3 +196,18 @@ def test_scoring_generators_leave_grad_mode_alone(pair):
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
     partial.close()
     assert torch.is_grad_enabled()
+
+
+def test_analyze_cli_writes_the_report(tiny_model_dir, sft_adapter, tmp_path):
+    from typer.testing import CliRunner
+
+    from pretty_align.cli import app
+
+    cfg = write_config(tmp_path, tiny_model_dir, sft_adapter, n=2)
+    out = CliRunner().invoke(app, ["analyze", str(cfg), "--no-progress", "--quiet", "--set", "analysis.n=1"])
+    assert out.exit_code == 0, out.output
+    assert "2 examples analysed" in out.output and "mode exact" in out.output
+    assert (tmp_path / "rep" / "analysis" / "analysis.md").is_file()
+    assert (tmp_path / "rep" / "analysis" / "silent_majority.png").is_file()
+    bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "missing.toml")])
+    assert bad.exit_code == 2 and "config file not found" in bad.output
