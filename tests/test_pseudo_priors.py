@@ -287,3 +287,15 @@ def test_function_word_errors():
     with pytest.raises(InputError) as e:
         FunctionWordPrior(choice="most")
     assert e.value.field == "priors.choice"
+
+
+@pytest.mark.parametrize("strategy, extra", [("none", {}), ("gold", {}), ("pseudo", {"dictionary": "x.txt"}),
+                                             ("function-word", {})])
+def test_every_strategy_rejects_a_mistyped_parameter(strategy, extra):
+    with pytest.raises(InputError, match=rf"'{strategy}' prior takes no parameter 'tiemout'"):
+        make_prior(strategy, k=1, tiemout=5, **extra)
+
+
+def test_accepted_parameters_are_listed_from_the_constructors():
+    assert PRIORS.get("command").accepted_params() == ["command", "timeout"]
+    assert PRIORS.get("pos-refined").accepted_params() == ["iterations", "lexicon_split", "task"]

@@ -192,7 +192,8 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
         if prior in {"model", "sft"}:
             if not prior_model:
                 raise InputError("--prior-model is required for the model/sft prior", field="--prior-model")
-            other = load_backend(backend, prior_model, dtype=dtype)
+            # the same model as the base (no adapter): reuse it instead of loading it twice
+            other = base if prior_model == model and not adapter else load_backend(backend, prior_model, dtype=dtype)
             params["answerer"] = Answerer(other, TranslationTask(src, texts=texts), Decoding())
         strategy = None if prior == "none" else make_prior(prior, k=k, **params)
         results = api_translate(base, texts, to, src=src, prior=strategy)

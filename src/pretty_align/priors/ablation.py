@@ -16,7 +16,7 @@ from ..languages import Language
 from . import PRIORS
 from .base import Prior, PriorItem, PriorResult
 from .dictionary import DictionarySpec
-from .pseudo import check_params, load_dictionary
+from .pseudo import load_dictionary
 
 # ~5 frequent stand-alone function words per language (ISO 639-1), most frequent first.
 FUNCTION_WORDS: dict[str, list[str]] = {
@@ -52,8 +52,7 @@ class GoldPrior(Prior):
     ``fell_back`` (and no prior) when the example has no reference."""
 
     def __init__(self, k: int = 1, **unknown: Any) -> None:
-        check_params("gold", unknown, [])
-        super().__init__(k=k)
+        super().__init__(k=k, **unknown)
 
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
         return [self.from_text(tokenizer, it.prompt, it.example.reference,
@@ -70,8 +69,7 @@ class RandomPrior(Prior):
 
     def __init__(self, k: int = 1, *, dictionary: DictionarySpec | None = None, seed: int = 0,
                  strict: bool = False, **unknown: Any) -> None:
-        check_params("random", unknown, ["dictionary", "seed", "strict"])
-        super().__init__(k=k, dictionary=dictionary, seed=seed, strict=strict)
+        super().__init__(k=k, **unknown)
         self.dictionary, self.seed, self.strict = dictionary, int(seed), strict
 
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
@@ -98,11 +96,10 @@ class FunctionWordPrior(Prior):
     chosen with ``seeded_rng(seed, example.id)``."""
 
     def __init__(self, k: int = 1, *, choice: str = "first", seed: int = 0, **unknown: Any) -> None:
-        check_params("function-word", unknown, ["choice", "seed"])
+        super().__init__(k=k, **unknown)
         if choice not in ("first", "random"):
             raise InputError(f"unknown choice '{choice}'; expected 'first' or 'random'",
                              field="priors.choice")
-        super().__init__(k=k, choice=choice, seed=seed)
         self.choice, self.seed = choice, int(seed)
 
     @staticmethod

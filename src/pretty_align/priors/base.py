@@ -8,11 +8,13 @@ already have base-tokenizer ids (the same-tokenizer ``sft`` path) cut those dire
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..boundary import Prompt, Tokenizer, answer_ids, cut_prior, prior_text
+from ..errors import InputError
 from ..languages import Language
 from ..tasks.base import Example
 
@@ -38,11 +40,27 @@ class Prior(ABC):
 
     registry_name = "?"
 
-    def __init__(self, k: int = 1, **params: Any) -> None:
+    def __init__(self, k: int = 1, **unknown: Any) -> None:
+        """Subclasses take their own parameters and pass only the leftovers here, so a mistyped
+        parameter fails loudly for every strategy, naming what the strategy accepts."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InputError(f"'{self.registry_name}' prior takes no parameter '{name}'; accepted: "
+                             + (", ".join(self.accepted_params()) or "none"), field=f"priors.{name}")
         self.k = k
-        self.params = params
+
+    @classmethod
+    def accepted_params(cls) -> list[str]:
+        """Keyword parameters of this strategy's constructors (``k`` aside)."""
+        names: set[str] = set()
+        for c in cls.__mro__:
+            init = c.__dict__.get("__init__")
+            if init is not None:
+                names |= {p.name for p in inspect.signature(init).parameters.values()
+                          if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "k")}
+        return sorted(names)
 
     @abstractmethod
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:

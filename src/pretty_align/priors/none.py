@@ -12,7 +12,7 @@ from .base import Prior, PriorItem, PriorResult
 @PRIORS.register("none")
 class NoPrior(Prior):
     def __init__(self, k: int = 0, **params) -> None:
-        super().__init__(k=0)  # k is meaningless without a prior; fixed so keys do not vary with it
+        super().__init__(k=0, **params)  # k is meaningless without a prior; fixed so keys do not vary with it
 
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
         return [PriorResult([], "", provenance={"strategy": "none"}) for _ in items]

@@ -31,7 +31,7 @@ class _POSPrior(Prior):
     def __init__(self, k: int = 1, *, task=None, lexicon_split: str = "dev", **params: Any) -> None:
         if task is None or getattr(task, "registry_name", None) != "pos":
             raise InputError(f"the {self.registry_name} prior works with the pos task only", field="priors.strategy")
-        super().__init__(k=k, lexicon_split=lexicon_split, **params)
+        super().__init__(k=k, **params)
         self.task, self.lexicon_split = task, lexicon_split
         self._models: dict[str, Any] = {}
 
@@ -99,8 +99,8 @@ class POSLexiconPrior(_POSPrior):
 @PRIORS.register("pos-refined")
 class POSTaggerPrior(_POSPrior):
     def __init__(self, k: int = 1, *, iterations: int = 5, **params: Any) -> None:
-        super().__init__(k=k, iterations=iterations, **params)
         self.iterations = iterations
+        super().__init__(k=k, **params)
 
     def train(self, sentences: list[TaggedSentence]):
         try:

@@ -14,7 +14,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 from ..boundary import Tokenizer
 from ..errors import InputError
@@ -26,14 +26,6 @@ from .dictionary import BilingualDictionary, DictionarySpec, resolve_path
 # Letters/digits with internal hyphens or apostrophes ("well-known", "don't"); "_" is not a letter.
 WORD_RE = re.compile(r"[^\W_]+(?:['\u2019\-][^\W_]+)*")
 _CASED_SCRIPTS = {"Latn", "Cyrl", "Grek"}
-
-
-def check_params(strategy: str, unknown: Mapping[str, Any], accepted: Iterable[str]) -> None:
-    """Reject parameters a strategy does not take, naming the config field (typos fail loudly)."""
-    if unknown:
-        name = sorted(unknown)[0]
-        raise InputError(f"'{strategy}' prior takes no parameter '{name}'; accepted: "
-                         + ", ".join(sorted(accepted)), field=f"priors.{name}")
 
 
 @lru_cache(maxsize=None)
@@ -72,10 +64,7 @@ class PseudoPrior(Prior):
                  stopwords: str | os.PathLike[str] | None = None,
                  skip_identity: bool = True, match_case: bool = True, strict: bool = False,
                  **unknown: Any) -> None:
-        check_params("pseudo", unknown, ["dictionary", "stopwords", "skip_identity", "match_case",
-                                         "strict"])
-        super().__init__(k=k, dictionary=dictionary, stopwords=stopwords, skip_identity=skip_identity,
-                         match_case=match_case, strict=strict)
+        super().__init__(k=k, **unknown)
         self.dictionary, self.skip_identity, self.match_case, self.strict = \
             dictionary, skip_identity, match_case, strict
         self.stopwords_path = None if stopwords is None else os.fspath(stopwords)
