@@ -34,8 +34,15 @@ class Condition:
     label: str
     answerer: Answerer
     prior: Prior | None             # None: the model's own answer (the reference condition)
+    _sigs: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
 
     def signature(self, tgt: Language) -> dict:
+        """Computed once per target language (prior signatures hash files)."""
+        if tgt.code not in self._sigs:
+            self._sigs[tgt.code] = self._signature(tgt)
+        return self._sigs[tgt.code]
+
+    def _signature(self, tgt: Language) -> dict:
         a = self.answerer
         sig: dict[str, Any] = {"role": "reference" if self.prior is None else "base", "model": a.signature(),
                                "task": a.task.signature(), "decoding": a.decoding.signature(),

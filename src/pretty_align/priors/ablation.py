@@ -16,7 +16,7 @@ from ..languages import Language
 from . import PRIORS
 from .base import Prior, PriorItem, PriorResult
 from .dictionary import DictionarySpec
-from .pseudo import load_dictionary
+from .pseudo import DictionaryPrior
 
 # ~5 frequent stand-alone function words per language (ISO 639-1), most frequent first.
 FUNCTION_WORDS: dict[str, list[str]] = {
@@ -62,7 +62,7 @@ class GoldPrior(Prior):
 
 
 @PRIORS.register("random")
-class RandomPrior(Prior):
+class RandomPrior(DictionaryPrior):
     """A random target-script word from the dictionary (non-identity targets only), chosen per
     example with ``seeded_rng(seed, example.id)``. Params: ``dictionary`` (as for ``pseudo``),
     ``seed``, ``strict``."""
@@ -76,7 +76,7 @@ class RandomPrior(Prior):
         out = []
         for it in items:
             ex = it.example
-            d = load_dictionary(self.dictionary, ex.src, ex.tgt, self.strict)
+            d = self.dictionary_for(ex.src, ex.tgt)
             pool = d.all_targets(ex.tgt.script)
             word = seeded_rng(self.seed, ex.id).choice(pool) if pool else None
             prov = {"strategy": "random", "target_word": word, "pool_size": len(pool),
@@ -85,7 +85,7 @@ class RandomPrior(Prior):
         return out
 
     def signature(self, src: Language, tgt: Language) -> dict:
-        d = load_dictionary(self.dictionary, src, tgt, self.strict)
+        d = self.dictionary_for(src, tgt)
         return {"strategy": "random", "k": self.k, "dictionary_sha256": d.sha256, "seed": self.seed}
 
 

@@ -13,7 +13,6 @@ over ``<name>`` when the task is ``pos``.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 from ..boundary import Tokenizer
 from ..errors import InputError, MissingDependencyError
 from ..languages import Language
+from ..models import file_sha256
 from ..tasks.conll import TaggedSentence, read_conllu
 from ..tasks.pos import display_word, treebank_path
 from . import PRIORS
@@ -34,8 +34,15 @@ class _POSPrior(Prior):
         super().__init__(k=k, **params)
         self.task, self.lexicon_split = task, lexicon_split
         self._models: dict[str, Any] = {}
+        self._files: dict[str, Path] = {}
 
     def _training_file(self, tgt: Language) -> Path:
+        """The treebank file the lexicon/tagger of ``tgt`` is trained on (checked once per language)."""
+        if tgt.code not in self._files:
+            self._files[tgt.code] = self._find_training_file(tgt)
+        return self._files[tgt.code]
+
+    def _find_training_file(self, tgt: Language) -> Path:
         path = treebank_path(self.task.data, tgt, "xglue", self.lexicon_split)
         evaluated = treebank_path(self.task.data, tgt, self.task.treebank, self.task.split)
         if path.resolve() == evaluated.resolve():
@@ -45,7 +52,7 @@ class _POSPrior(Prior):
 
     def _model(self, tgt: Language):
         if tgt.code not in self._models:
-            self._models[tgt.code] = self.train([s for s in read_conllu(self._training_file(tgt))])
+            self._models[tgt.code] = self.train(read_conllu(self._training_file(tgt)))
         return self._models[tgt.code]
 
     def train(self, sentences: list[TaggedSentence]) -> Any:
@@ -70,7 +77,7 @@ class _POSPrior(Prior):
 
     def signature(self, src: Language, tgt: Language) -> dict:
         path = self._training_file(tgt)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        digest = file_sha256(path) if path.is_file() else None   # cached by path, size and mtime
         return {"strategy": self.registry_name, "k": self.k, "trained_on_sha256": digest, **self._extra_signature()}
 
     def _extra_signature(self) -> dict:

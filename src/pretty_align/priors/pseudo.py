@@ -54,8 +54,23 @@ def load_dictionary(spec: DictionarySpec | None, src: Language, tgt: Language,
     return BilingualDictionary.load(resolve_path(spec, src, tgt), tgt=tgt, strict=strict)
 
 
+class DictionaryPrior(Prior):
+    """A prior that reads a bilingual dictionary (``self.dictionary`` spec, ``self.strict``): each
+    (src, tgt) dictionary is resolved and loaded once per prior, so its signature hash and the
+    entries its priors use come from the same load."""
+
+    dictionary: DictionarySpec | None
+    strict: bool
+
+    def dictionary_for(self, src: Language, tgt: Language) -> BilingualDictionary:
+        cache = self.__dict__.setdefault("_dictionaries", {})
+        if (src.code, tgt.code) not in cache:
+            cache[(src.code, tgt.code)] = load_dictionary(self.dictionary, src, tgt, self.strict)
+        return cache[(src.code, tgt.code)]
+
+
 @PRIORS.register("pseudo")
-class PseudoPrior(Prior):
+class PseudoPrior(DictionaryPrior):
     """Params: ``dictionary`` (path pattern or {flores_code: path}), ``stopwords`` (path, None =
     built-in English list), ``skip_identity``, ``match_case``, ``strict`` (malformed dictionary
     lines raise)."""
@@ -72,7 +87,7 @@ class PseudoPrior(Prior):
 
     def find(self, source: str, src: Language, tgt: Language) -> tuple[dict[str, Any], str | None]:
         """(provenance, target word or None) for one source text; pure, no tokenizer."""
-        d = load_dictionary(self.dictionary, src, tgt, self.strict)
+        d = self.dictionary_for(src, tgt)
         stop, _ = _stopwords(self.stopwords_path)
         prov: dict[str, Any] = {"strategy": "pseudo", "source_word": None, "target_word": None,
                                 "word_index": None, "candidates_tried": 0, "dictionary_sha256": d.sha256}
@@ -102,7 +117,7 @@ class PseudoPrior(Prior):
         return out
 
     def signature(self, src: Language, tgt: Language) -> dict:
-        d = load_dictionary(self.dictionary, src, tgt, self.strict)
+        d = self.dictionary_for(src, tgt)
         return {"strategy": "pseudo", "k": self.k, "dictionary_sha256": d.sha256,
                 "stopwords_sha256": _stopwords(self.stopwords_path)[1],
                 "skip_identity": self.skip_identity, "match_case": self.match_case}
