@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pretty_align.experiment.config import load_config
-from pretty_align.experiment.report import compute, write_report
+from pretty_align.experiment.report import compute, to_markdown, write_report
 from pretty_align.experiment.runner import Runner
 from pretty_align.experiment.store import DuplicateResultError, Store
 
@@ -226,3 +226,15 @@ def test_chat_answers_run_to_eos():
     chat = Answerer(load_backend("fake", "fake:upper", chat=True), TranslationTask(src_file="x"), Decoding())
     plain = Answerer(load_backend("fake", "fake:upper"), TranslationTask(src_file="x"), Decoding())
     assert chat.decoding.stop == () and plain.decoding.stop == ("\n",)
+
+
+def test_report_keeps_each_targets_condition_signature(tmp_path, shared_data):
+    """A pseudo prior's signature holds each language's dictionary hash: the report lists both."""
+    runner = Runner(load_config(write_config(tmp_path, shared_data, "sigs.sqlite", n=2)))
+    runner.run(progress=False)
+    res = compute(runner.store, "t")
+    pseudo = res["condition_signatures"]["pseudo k=2"]
+    assert sorted(t for e in pseudo for t in e["targets"]) == ["deu_Latn", "zho_Hans"] and len(pseudo) == 2
+    assert len({e["signature"]["prior"]["dictionary_sha256"] for e in pseudo}) == 2
+    assert "- pseudo k=2 (deu_Latn):" in to_markdown(res)
+    assert len(res["condition_signatures"]["none"]) == 1      # same signature for both targets

@@ -86,7 +86,16 @@ def compute(store: Store, run: str) -> dict[str, Any]:
         # The mean of "% ref" is the mean of per-language ratios (SPEC §6), not a ratio of means.
         means[cond] = {k: _mean([c.get(k) for c in cs]) for k in dict.fromkeys(keys)}
         means[cond]["truncated"] = sum(c.get("truncated", 0) for c in cs)   # a count: summed, not averaged
-    model_sigs = {r["condition"]: r["signature"] for r in rows}
+    # A condition's signature can differ per target (e.g. each language's dictionary hash): keep
+    # every distinct one with the targets it covers, not whichever row came last.
+    model_sigs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        entries = model_sigs[r["condition"]]
+        entry = next((e for e in entries if e["signature"] == r["signature"]), None)
+        if entry is None:
+            entries.append({"targets": [r["tgt"]], "signature": r["signature"]})
+        elif r["tgt"] not in entry["targets"]:
+            entry["targets"].append(r["tgt"])
     return {"run": run, "task": task, "metrics": [label for label, _ in metrics], "ratio_metrics": list(ratio_metrics),
             "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
             "cells": cells, "means": means, "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
@@ -109,7 +118,7 @@ def to_markdown(res: dict[str, Any]) -> str:
     lines = [f"# pretty-align report: {res['run']}", "", f"Results stored: {res['complete']}", ""]
     ref = res["condition_signatures"].get("reference")
     if ref:   # say which model "% ref" is relative to (e.g. a LoRA SFT counterpart)
-        m = ref.get("model", {}) if isinstance(ref, dict) else {}
+        m = ref[0]["signature"].get("model", {})
         adapter = f" + LoRA adapter `{m['adapter_sha256'][:16]}`" if m.get("adapter_sha256") else ""
         lines += [f"Reference model (\"% ref\"): `{m.get('model', '?')}`{adapter}", ""]
     for tgt in res["targets"]:
@@ -129,8 +138,10 @@ def to_markdown(res: dict[str, Any]) -> str:
     for label, sigs in res["metric_signatures"].items():
         lines += [f"- {label}: `{s}`" for s in sigs]
     lines += [f"- metric packages: `{json.dumps(res['metric_packages'], sort_keys=True)}`", "", "Conditions:"]
-    for cond, sig in res["condition_signatures"].items():
-        lines.append(f"- {cond}: `{json.dumps(sig, sort_keys=True, ensure_ascii=False)}`")
+    for cond, entries in res["condition_signatures"].items():
+        for e in entries:
+            where = f" ({', '.join(e['targets'])})" if len(entries) > 1 else ""
+            lines.append(f"- {cond}{where}: `{json.dumps(e['signature'], sort_keys=True, ensure_ascii=False)}`")
     return "\n".join(lines) + "\n"
 
 
