@@ -53,6 +53,8 @@ def test_bad_pos_settings_are_named(tmp_path):
         list(POSTask(data=str(tmp_path)).examples(FRA))
     with pytest.raises(InputError, match="answer_format"):
         POSTask(data=str(tmp_path), answer_format="json")
+    with pytest.raises(InputError, match=r"task\.template.*unknown placeholder\(s\) \['sentence'\]"):
+        POSTask(data=str(tmp_path), template="Tag {sentence}: {words}")
 
 
 def test_pos_runs_end_to_end_with_accuracy_in_the_report(tmp_path):

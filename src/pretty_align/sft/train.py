@@ -30,7 +30,8 @@ from typing import Any, Callable, Sequence
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..experiment.signature import content_hash, package_versions
 from ..languages import get_language
-from ..tasks.translation import DEFAULT_TEMPLATE, TranslationTask, check_template
+from ..tasks.base import check_template
+from ..tasks.translation import DEFAULT_TEMPLATE, FIELDS, TranslationTask
 from .config import SFTConfig
 from .data import IGNORE, SFTExample, SFTSplit, build_split, load_pairs
 
@@ -115,8 +116,8 @@ class Trainer:
 
     # -- data -------------------------------------------------------------------------------------
     def _task(self) -> TranslationTask:
-        template = check_template(self.cfg.data.template, field="data.template") if self.cfg.data.template \
-            else DEFAULT_TEMPLATE
+        template = self.cfg.data.template or DEFAULT_TEMPLATE
+        check_template(template, FIELDS, {"source"}, field="data.template")   # named after the SFT config field
         return TranslationTask(self.cfg.data.source, texts=["(unused)"], template=template)
 
     def load_split(self, tokenizer) -> SFTSplit:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from ..errors import InputError
 from ..languages import Language
 
 
@@ -22,17 +24,36 @@ class Example:
     meta: dict = field(default_factory=dict, hash=False, compare=False)
 
 
+def check_template(template: str, allowed: set[str], required: set[str], *, field: str = "task.template") -> str:
+    """``template`` if its ``{placeholders}`` are all in ``allowed`` and include one of ``required``;
+    else an InputError naming the field (a typo would otherwise fail later, at render time)."""
+    names = set(re.findall(r"{(\w+)}", template))
+    unknown = names - allowed
+    if unknown:
+        raise InputError(f"unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(allowed)}", field=field)
+    if not names & required:
+        raise InputError(f"template must contain {' or '.join('{' + r + '}' for r in sorted(required))}", field=field)
+    return template
+
+
+def first_answer_line(text: str, label: str | None = None) -> str:
+    """The answer in a model's output: the first line that is not a preamble ending in a colon
+    ("Here is the translation:"), without an echoed ``label`` ("German:") at its start. A base
+    model's one-line answer only loses the label."""
+    lines = [ln.strip() for ln in text.strip().split("\n") if ln.strip()]
+    while len(lines) > 1 and lines[0].endswith((":", "：")):
+        lines.pop(0)
+    line = lines[0] if lines else ""
+    return line[len(label):].strip() if label and line.startswith(label) else line
+
+
 class Task(ABC):
     registry_name = "?"
-    #: the source language of every example (set by the task's constructor)
-    src: Language
-    #: stop strings applied to base-model continuations (plain prompts)
-    stops: tuple[str, ...] = ("\n",)
 
+    @abstractmethod
     def source_language(self, tgt: Language) -> Language:
-        """The source language of the examples for target ``tgt`` (``src`` unless the task says
-        otherwise, e.g. monolingual XL-Sum where it is ``tgt`` itself)."""
-        return self.src
+        """The source language of the examples for target ``tgt`` (e.g. English for en->X
+        translation; ``tgt`` itself for monolingual XL-Sum and POS tagging)."""
 
     @abstractmethod
     def examples(self, tgt: Language) -> Iterator[Example]:

@@ -28,7 +28,7 @@ from typing import Iterator
 from ..errors import InputError
 from ..languages import Language
 from . import TASKS
-from .base import Example, Task
+from .base import Example, Task, check_template, first_answer_line
 from .conll import UPOS, TaggedSentence, read_conllu
 
 DEFAULT_TEMPLATE = ("Tag each word of the following {tgt_name} sentence with its Universal POS tag "
@@ -64,8 +64,6 @@ def treebank_path(root: str, tgt: Language, treebank: str, split: str) -> Path:
 
 @TASKS.register("pos")
 class POSTask(Task):
-    stops = ("\n",)
-
     def __init__(self, source: str = "same", *, data: str | None = None, treebank: str = "xglue",
                  split: str = "test", answer_format: str = "word/tag", n: int | None = None, offset: int = 0,
                  template: str = DEFAULT_TEMPLATE, shots: int = 0, shots_split: str = "dev", **_: object) -> None:
@@ -78,11 +76,7 @@ class POSTask(Task):
             raise InputError(f"split '{split}' is not test, dev or train", field="task.split")
         if answer_format not in {"word/tag", "tags"}:
             raise InputError(f"answer_format '{answer_format}' is not 'word/tag' or 'tags'", field="task.answer_format")
-        if "{words}" not in template:
-            raise InputError("template must contain {words}", field="task.template")
-        from ..languages import get_language
-
-        self.src = get_language("eng_Latn")   # placeholder: each example's source is its target language
+        check_template(template, {"tgt_name", "src_name", "tgt", "words", "demos"}, {"words"})
         self.data, self.treebank, self.split, self.answer_format = data, treebank, split, answer_format
         if shots < 0:
             raise InputError("shots must be >= 0", field="task.shots")
@@ -134,8 +128,7 @@ class POSTask(Task):
                                     words=example.source if source is None else source, demos=self.demos(example.tgt))
 
     def clean_answer(self, text: str, example: Example) -> str:
-        lines = [ln.strip() for ln in text.strip().split("\n") if ln.strip()]
-        return lines[0] if lines else ""
+        return first_answer_line(text)
 
     def signature(self) -> dict:
         return {"task": "pos", "treebank": self.treebank, "split": self.split, "answer_format": self.answer_format,

@@ -25,14 +25,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InputError
 from ..languages import Language, get_language
 from . import TASKS
-from .base import Example, Task
+from .base import Example, Task, check_template, first_answer_line
 
 DEFAULT_TEMPLATE = "Summarize the following {src_name} article in {tgt_name}.\nArticle: {article}\nSummary:"
 _FIELDS = {"src_name", "tgt_name", "article", "source", "src", "tgt"}
@@ -84,8 +83,6 @@ def read_jsonl(path: Path, fmt: str) -> list[tuple[str, str, str, dict]]:
 
 @TASKS.register("summarization")
 class SummarizationTask(Task):
-    stops = ("\n",)
-
     def __init__(self, source: str = SAME, *, data: str | None = None, format: str = "xlsum", n: int | None = None,
                  offset: int = 0, template: str = DEFAULT_TEMPLATE, **_: object) -> None:
         if format not in {"xlsum", "crosssum"}:
@@ -96,14 +93,8 @@ class SummarizationTask(Task):
         if source == SAME and format == "crosssum":
             raise InputError("CrossSum pairs need a source language (task.source)", field="task.source")
         self.fixed_src = None if source == SAME else get_language(source, field="task.source")
-        # Task.src: the source language of every example; for XL-Sum it is each target language itself.
-        self.src = self.fixed_src or get_language("eng_Latn")
         self.data, self.format, self.n, self.offset = data, format, n, offset
-        names = set(re.findall(r"{(\w+)}", template))
-        if names - _FIELDS or not names & {"article", "source"}:
-            raise InputError(f"template placeholders must be among {sorted(_FIELDS)} and include {{article}}",
-                             field="task.template")
-        self.template = template
+        self.template = check_template(template, _FIELDS, {"article", "source"})
 
     def source_language(self, tgt: Language) -> Language:
         return self.fixed_src or tgt
@@ -122,13 +113,7 @@ class SummarizationTask(Task):
                                     tgt=example.tgt.code, article=article, source=article)
 
     def clean_answer(self, text: str, example: Example) -> str:
-        """The summary: the first line that is not a preamble ending in a colon, without an echoed
-        "Summary:" label."""
-        lines = [ln.strip() for ln in text.strip().split("\n") if ln.strip()]
-        while len(lines) > 1 and lines[0].endswith((":", "：")):
-            lines.pop(0)
-        text = lines[0] if lines else ""
-        return text[len("Summary:"):].strip() if text.startswith("Summary:") else text
+        return first_answer_line(text, "Summary:")
 
     def signature(self) -> dict:
         return {"task": "summarization", "format": self.format, "template": self.template,

@@ -12,18 +12,17 @@ The answer starts after ``{tgt_name}:``; the space before it belongs to the answ
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..languages import Language, get_language
 from . import TASKS
-from .base import Example, Task
+from .base import Example, Task, check_template, first_answer_line
 
 DEFAULT_TEMPLATE = ("Translate the following sentence from {src_name} to {tgt_name}.\n"
                     "{src_name}: {source}\n{tgt_name}:")
-_FIELDS = {"src_name", "tgt_name", "source", "src", "tgt"}
+FIELDS = {"src_name", "tgt_name", "source", "src", "tgt"}
 
 
 def read_lines(path: Path, *, what: str) -> list[str]:
@@ -39,20 +38,8 @@ def read_lines(path: Path, *, what: str) -> list[str]:
     return lines
 
 
-def check_template(template: str, *, field: str = "task.template") -> str:
-    names = set(re.findall(r"{(\w+)}", template))
-    unknown = names - _FIELDS
-    if unknown:
-        raise InputError(f"unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}", field=field)
-    if "source" not in names:
-        raise InputError("template must contain {source}", field=field)
-    return template
-
-
 @TASKS.register("translation")
 class TranslationTask(Task):
-    stops = ("\n",)
-
     def __init__(self, source: str = "eng_Latn", *, flores: str | None = None, split: str = "dev",
                  src_file: str | None = None, ref_file: str | None = None, hub: str | None = None,
                  texts: list[str] | None = None, n: int | None = None, offset: int = 0, template: str = DEFAULT_TEMPLATE, **_: object) -> None:
@@ -65,7 +52,7 @@ class TranslationTask(Task):
         self.flores, self.split, self.src_file, self.ref_file, self.hub = flores, split, src_file, ref_file, hub
         self.texts = texts
         self.n, self.offset = n, offset
-        self.template = check_template(template)
+        self.template = check_template(template, FIELDS, {"source"})
 
     # -- data ---------------------------------------------------------------------------------
     def _flores_path(self, lang: Language) -> Path:
@@ -127,17 +114,13 @@ class TranslationTask(Task):
                                     src=example.src.code, tgt=example.tgt.code,
                                     source=example.source if source is None else source)
 
+    def source_language(self, tgt: Language) -> Language:
+        return self.src
+
     def clean_answer(self, text: str, example: Example) -> str:
-        """The translation in a model's answer: the first line that is not a preamble ending in a
-        colon ("Here is the translation:"), without an echoed target label ("German: ...") or
-        quotes around the whole line. A base model's answer (one line) only loses the label."""
-        lines = [ln.strip() for ln in text.strip().split("\n") if ln.strip()]
-        while len(lines) > 1 and lines[0].endswith((":", "：")):
-            lines.pop(0)
-        text = lines[0] if lines else ""
-        label = example.tgt.name + ":"
-        if text.startswith(label):
-            text = text[len(label):].strip()
+        """``first_answer_line`` without the echoed target label ("German: ..."), and without quotes
+        around the whole line."""
+        text = first_answer_line(text, example.tgt.name + ":")
         for left, right in ('""', "“”", "「」"):
             if len(text) > 2 and text[0] == left and text[-1] == right:
                 text = text[1:-1].strip()
