@@ -25,8 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from ..backends.base import Backend
-from ..errors import CapabilityError
+from ..backends.base import Backend, token_stats
 
 
 @dataclass(frozen=True)
@@ -44,32 +43,19 @@ class PositionRecord:
 def reduce_chunk(lp_base, lp_sft, targets, first: int, top_k: int = 10) -> list[PositionRecord]:
     """Per-position records from two ``[n, vocab]`` log-prob tensors and the ``n`` target ids;
     ``first`` is the 0-based answer position of row 0."""
-    import torch
-
-    tgt = torch.as_tensor(list(targets), dtype=torch.long)[:, None]
-    chosen_b, chosen_s = lp_base.gather(1, tgt)[:, 0], lp_sft.gather(1, tgt)[:, 0]
-    rank_b = (lp_base > chosen_b[:, None]).sum(dim=1) + 1
-    rank_s = (lp_sft > chosen_s[:, None]).sum(dim=1) + 1
+    targets = list(targets)
+    chosen_b, rank_b, top_b = token_stats(lp_base, targets, top_k)
+    chosen_s, rank_s, top_s = token_stats(lp_sft, targets, top_k)
     kl = (lp_sft.exp() * (lp_sft - lp_base)).sum(dim=1)
-    top_b, top_s = lp_base.topk(top_k, dim=1).indices, lp_sft.topk(top_k, dim=1).indices
     overlap = (top_b[:, :, None] == top_s[:, None, :]).any(dim=2).sum(dim=1).float() / top_k
-    return [PositionRecord(first + i + 1, int(tgt[i, 0]), int(rank_b[i]), int(rank_s[i]), float(chosen_b[i].exp()),
-                           float(chosen_s[i].exp()), float(kl[i]), float(overlap[i])) for i in range(len(tgt))]
-
-
-def _check(backend: Backend, role: str) -> None:
-    if not backend.capabilities.exact_scoring:
-        raise CapabilityError(f"the {role} model's backend ('{backend.registry_name}') does not give full-vocabulary "
-                              "log-probs (exact_scoring=False); the exact analysis needs one that does (hf), or use "
-                              "the text-level approximate mode with top-N log-probs")
+    return [PositionRecord(first + i + 1, targets[i], int(rank_b[i]), int(rank_s[i]), float(chosen_b[i].exp()),
+                           float(chosen_s[i].exp()), float(kl[i]), float(overlap[i])) for i in range(len(targets))]
 
 
 def compare(base: Backend, sft: Backend, items: Sequence[tuple[Sequence[int], Sequence[int]]], *,
             top_k: int = 10, batch_size: int = 8, chunk: int = 256) -> Iterator[tuple[int, list[PositionRecord]]]:
     """For each ``(prompt_ids, sft_answer_ids)`` (same tokenizer for both models): one batched
     teacher-forced pass per model, yielding ``(item index, records)`` in item order."""
-    _check(base, "base")
-    _check(sft, "SFT")
     pending: dict[int, list[PositionRecord]] = {}
     stream_b = base.answer_logprobs(items, batch_size=batch_size, chunk=chunk)
     stream_s = sft.answer_logprobs(items, batch_size=batch_size, chunk=chunk)
@@ -154,10 +140,6 @@ def compare_text(base: Backend, sft: Backend, items: Sequence[tuple[Sequence[int
     1-based index; ``rank_base``/``p_base`` are the base model's for its own first token of that word;
     ``kl`` is NaN (the distributions live on different vocabularies); ``overlap`` compares the
     top-k tokens as stripped strings."""
-    import torch
-
-    _check(base, "base")
-    _check(sft, "SFT")
     tb, ts = base.tokenizer, sft.tokenizer
     b_items = [(it[0], it[1]) for it in items]
     s_items = [(it[2], it[3]) for it in items]
@@ -166,10 +148,8 @@ def compare_text(base: Backend, sft: Backend, items: Sequence[tuple[Sequence[int
     def collect(backend: Backend, pairs, side: str) -> None:
         for i, first, lp in backend.answer_logprobs(pairs, batch_size=batch_size, chunk=chunk):
             answer = pairs[i][1]
-            tgt = torch.as_tensor(list(answer[first:first + len(lp)]), dtype=torch.long)[:, None]
-            chosen = lp.gather(1, tgt)[:, 0]
-            ranks = (lp > chosen[:, None]).sum(dim=1) + 1
-            tops = lp.topk(top_k, dim=1).indices.tolist()
+            chosen, ranks, top = token_stats(lp, answer[first:first + len(lp)], top_k)
+            tops = top.tolist()
             rec = per.setdefault(i, {}).setdefault(side, [])
             rec += [(float(chosen[j].exp()), int(ranks[j]), tops[j]) for j in range(len(lp))]
             del lp

@@ -54,10 +54,7 @@ def compute(store: Store, run: str, *, priors: list[int], top_k: int, max_positi
         for r in rs:
             if r["position"] <= max_positions:
                 at[r["position"]].append(r)
-        by_pos[g] = {p: {"n": len(v), "rank 1 %": round(100 * sum(x["rank_base"] == 1 for x in v) / len(v), 1),
-                         f"rank <= {top_k} %": round(100 * sum(x["rank_base"] <= top_k for x in v) / len(v), 1),
-                         "median rank": median(x["rank_base"] for x in v),
-                         "mean KL": _mean_kl(v)} for p, v in sorted(at.items())}
+        by_pos[g] = {p: _summary(v, top_k) for p, v in sorted(at.items())}
     modes = sorted({r["mode"] for r in recs})
     return {"run": run, "complete": f"{stored}/{planned}", "modes": modes, "approximate": modes != ["exact"],
             "top_k": top_k, "priors": priors, "targets": targets, "table": table, "by_position": by_pos,
@@ -79,8 +76,8 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
             for g in [*res["targets"], "all"] for k in res["priors"]]
     out = [(f"Share of SFT-chosen tokens by their rank under the base model (paper: {res['paper_silent_majority']}% "
             f"in the silent majority)", ["language", "prior k"] + cols, main)]
+    positions = sorted({p for g in res["by_position"].values() for p in g})
     for metric in ("mean KL", "median rank", "rank 1 %"):
-        positions = sorted({p for g in res["by_position"].values() for p in g})
         rows = [[g] + [res["by_position"][g].get(p, {}).get(metric) for p in positions]
                 for g in [*res["targets"], "all"]]
         out.append((f"{metric} by answer position", ["language"] + [str(p) for p in positions], rows))

@@ -58,6 +58,17 @@ class ScoreResult:
 OnDone = Callable[[int, Generation], None]
 
 
+def token_stats(logp, targets: Sequence[int], top_k: int):
+    """(log p of each target, its 1-based rank, the top-k ids) from a ``[n, vocab]`` log-prob
+    tensor and ``n`` target ids: the reduction every scoring path applies to full distributions."""
+    import torch
+
+    tgt = torch.as_tensor(list(targets), dtype=torch.long)[:, None]
+    chosen = logp.gather(1, tgt)[:, 0]
+    ranks = (logp > chosen[:, None]).sum(dim=1) + 1
+    return chosen, ranks, logp.topk(top_k, dim=1).indices
+
+
 class Backend(ABC):
     registry_name = "?"
     capabilities = Capabilities()

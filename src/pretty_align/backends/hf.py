@@ -20,7 +20,7 @@ from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, cache_dir, dir_sha256, resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult, token_stats
 
 log = logging.getLogger(__name__)
 REFILL_DIVISOR = 2  # refill once batch_size // 2 slots are free
@@ -193,10 +193,7 @@ class HFBackend(Backend):
         if not answer_ids:
             return ScoreResult([], [], [])
         logp = torch.cat([lp for _, _, lp in self.answer_logprobs([(prompt_ids, answer_ids)])])
-        target = torch.tensor(list(answer_ids))
-        chosen = logp.gather(1, target[:, None])[:, 0]
-        ranks = (logp > chosen[:, None]).sum(dim=1) + 1
-        top = logp.topk(top_k, dim=-1).indices
+        chosen, ranks, top = token_stats(logp, answer_ids, top_k)
         return ScoreResult(chosen.tolist(), ranks.tolist(), top.tolist())
 
     def answer_logprobs(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
