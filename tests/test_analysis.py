@@ -204,7 +204,7 @@ def test_analyze_cli_writes_the_report(tiny_model_dir, sft_adapter, tmp_path):
     from pretty_align.cli import app
 
     cfg = write_config(tmp_path, tiny_model_dir, sft_adapter, n=2)
-    out = CliRunner().invoke(app, ["analyze", str(cfg), "--no-progress", "--quiet", "--set", "analysis.n=1"])
+    out = CliRunner().invoke(app, ["analyze", str(cfg), "--quiet", "--set", "analysis.n=1"])   # with the bar
     assert out.exit_code == 0, out.output
     assert "2 examples analysed" in out.output and "mode exact" in out.output
     assert (tmp_path / "rep" / "analysis" / "analysis.md").is_file()

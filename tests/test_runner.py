@@ -231,7 +231,7 @@ def test_chat_answers_run_to_eos():
 def test_report_keeps_each_targets_condition_signature(tmp_path, shared_data):
     """A pseudo prior's signature holds each language's dictionary hash: the report lists both."""
     runner = Runner(load_config(write_config(tmp_path, shared_data, "sigs.sqlite", n=2)))
-    runner.run(progress=False)
+    runner.run(progress=True)   # exercises the progress bar too
     res = compute(runner.store, "t")
     pseudo = res["condition_signatures"]["pseudo k=2"]
     assert sorted(t for e in pseudo for t in e["targets"]) == ["deu_Latn", "zho_Hans"] and len(pseudo) == 2

@@ -158,7 +158,7 @@ def test_sft_cli_builds_from_a_config_file(tiny_model_dir, tatoeba, tmp_path):
                    f'[data]\ndir = "{tatoeba}"\ntargets = ["deu_Latn"]\nper_language = 10\n'
                    '[lora]\nr = 2\ntarget_modules = ["q_proj"]\n[train]\nmax_steps = 2\nbatch_size = 4\n'
                    'grad_accum = 1\nthreads = 1\n')
-    out = CliRunner().invoke(app, ["sft", str(cfg), "--no-progress"])
+    out = CliRunner().invoke(app, ["sft", str(cfg)])   # with the progress bar
     assert out.exit_code == 0, out.output
     assert (tmp_path / "build" / "adapter" / "adapter_model.safetensors").is_file() and "2 steps" in out.output
 

@@ -17,7 +17,8 @@ from ..backends.base import Backend
 from ..boundary import answer_ids
 from ..errors import CapabilityError, InputError
 from ..experiment.config import ExperimentConfig, PriorConfig
-from ..experiment.runner import Runner, _progress, example_key_part
+from ..experiment.runner import Runner, example_key_part
+from ..progress import progress_bar
 from ..experiment.signature import content_hash, package_versions
 from .decision import compare, compare_text
 
@@ -110,7 +111,9 @@ class Analysis:
         todo = [(k, ex) for k, ex in plan if k not in done]
         positions = 0
         bs = self.cfg.decoding.batch_size * 8
-        with _progress(progress, len(todo), len(plan) - len(todo)) as advance:
+        skipped = len(plan) - len(todo)
+        desc = f"analysing ({skipped} already stored)" if skipped else "analysing"
+        with progress_bar(progress, len(todo), description=desc) as advance:
             # Chunks come from the full plan, as in the runner: with a batch-dependent (bfloat16) SFT
             # model a resumed analysis then sees exactly the answers an uninterrupted one would.
             for start_i in range(0, len(plan), bs):

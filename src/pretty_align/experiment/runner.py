@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..languages import Language, get_language
 from ..metrics.offtarget import detect
 from ..priors import PRIORS, Prior, PriorItem, make_prior
+from ..progress import progress_bar
 from ..tasks import TASKS, Example, Task
 from .answerer import Answer, Answerer
 from .config import ExperimentConfig, ModelConfig, PriorConfig
@@ -167,7 +168,8 @@ class Runner:
         todo = [w for w in work if w.key not in done]
         summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(work) - len(todo),
                              conditions=[c.label for c in self.conditions])
-        with _progress(progress, len(todo), summary.skipped) as advance:
+        desc = f"generating ({summary.skipped} already stored)" if summary.skipped else "generating"
+        with progress_bar(progress, len(todo), description=desc) as advance:
             for cond in self.conditions:  # reference first: model priors reuse its cached answers
                 for tgt in self.targets:
                     for chunk in self._chunks([w for w in work if w.cond is cond and w.tgt is tgt]):
@@ -217,29 +219,6 @@ class Runner:
                 "detected_lang": detect([ans.text], self.cfg.metrics.langid_langs)[0], "signature": sig})
 
         cond.answerer.answer(examples, [p.ids for p in priors] if priors else None, on_answer=row)
-
-
-class _progress:
-    """A rich progress bar with ETA (or nothing when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, skipped: int) -> None:
-        self.enabled, self.total, self.skipped = enabled, total, skipped
-
-    def __enter__(self) -> Callable[[int, str], None]:
-        if not self.enabled:
-            return lambda n, desc: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        self.bar.__enter__()
-        desc = f"generating ({self.skipped} already stored)" if self.skipped else "generating"
-        self.task = self.bar.add_task(desc, total=self.total)
-        return lambda n, d: self.bar.update(self.task, advance=n, description=d)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True,

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..experiment.signature import content_hash, package_versions
 from ..languages import get_language
+from ..progress import progress_bar
 from ..tasks.base import check_template
 from ..tasks.translation import DEFAULT_TEMPLATE, FIELDS, TranslationTask
 from .config import SFTConfig
@@ -247,7 +248,8 @@ class Trainer:
             self._write_best(model, state)
         model.train()
         started = time.monotonic() - state.elapsed_s
-        with _Bar(self.progress, total_steps, state.step) as bar:
+        line = _LossLine()
+        with progress_bar(self.progress, total_steps, completed=state.step, description="training") as advance:
             while state.step < total_steps and not state.stopped_early:
                 epoch, in_epoch = divmod(state.step, per_epoch)
                 order = batch_order(lengths, t.batch_size, t.bucket_batches, self.cfg.data.seed, epoch)
@@ -261,7 +263,7 @@ class Trainer:
                 if state.step % t.eval_every == 0 or state.step == total_steps:
                     entry["val_loss"] = self._validate(model, split, pad_id, state)
                 state.history.append(entry)
-                bar.update(state, entry)
+                advance(1, line(entry))
                 if state.step % t.checkpoint_every == 0 or state.step == total_steps or state.stopped_early:
                     self._save_checkpoint(model, opt, sched, state)
                 if self.on_step:
@@ -331,37 +333,20 @@ def _schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-class _Bar:
-    """A rich progress bar with the running loss, the last validation loss and the ETA."""
+class _LossLine:
+    """The progress description of a build: smoothed training loss and the last validation loss
+    (also logged per step when the bar is off)."""
 
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.enabled, self.total, self.done = enabled, total, done
+    def __init__(self) -> None:
         self.smooth: float | None = None
         self.val: float | None = None
 
-    def __enter__(self) -> "_Bar":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-            self.bar.__enter__()
-            self.task = self.bar.add_task("training", total=self.total, completed=self.done)
-        return self
-
-    def update(self, state: TrainState, entry: dict[str, Any]) -> None:
+    def __call__(self, entry: dict[str, Any]) -> str:
         loss = entry["train_loss"]
         self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
         self.val = entry.get("val_loss", self.val)
-        if self.enabled:
-            val = f" val {self.val:.3f}" if self.val is not None else ""
-            self.bar.update(self.task, completed=state.step, description=f"training loss {self.smooth:.3f}{val}")
-        else:
-            log.info("step %d loss %.4f%s", state.step, loss, f" val {entry['val_loss']:.4f}" if "val_loss" in entry else "")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
+        log.info("step %d loss %.4f%s", entry["step"], loss, f" val {entry['val_loss']:.4f}" if "val_loss" in entry else "")
+        return f"training loss {self.smooth:.3f}" + (f" val {self.val:.3f}" if self.val is not None else "")
 
 
 def build_sft(cfg: SFTConfig, *, progress: bool = True, restart: bool = False, merge: bool = False) -> BuildResult:
