@@ -38,6 +38,16 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _experiment_config(config: Path, set_: list[str], flores: Optional[Path]):
+    """The experiment config with ``--set`` overrides and ``--flores`` applied (run, analyze)."""
+    from .experiment.config import load_config
+
+    overrides = _overrides(set_)
+    if flores is not None:
+        overrides["task.flores"] = str(flores.resolve())
+    return load_config(config, overrides)
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
@@ -51,15 +61,11 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         quiet: bool = typer.Option(False, help="Do not print the report.")) -> None:
     """Run (or resume) every condition of CONFIG, store each result, and write the report."""
-    from .experiment.config import load_config
     from .experiment.report import write_report
     from .experiment.runner import Runner
 
     try:
-        overrides = _overrides(set_)
-        if flores is not None:
-            overrides["task.flores"] = str(flores.resolve())
-        cfg = load_config(config, overrides)
+        cfg = _experiment_config(config, set_, flores)
         start = time.time()
         runner = Runner(cfg)
         summary = runner.run(progress=progress)
@@ -106,19 +112,15 @@ def analyze(config: Path = typer.Argument(..., help="Experiment TOML with [base]
     model's tokens under the base model, with 0/1/2 prior tokens; resumable; tables and plots."""
     from .analysis.report import write_analysis_report
     from .analysis.run import Analysis
-    from .experiment.config import load_config
 
     try:
-        overrides = _overrides(set_)
-        if flores is not None:
-            overrides["task.flores"] = str(flores.resolve())
-        cfg = load_config(config, overrides)
+        cfg = _experiment_config(config, set_, flores)
         analysis = Analysis(cfg)
         summary = analysis.run(progress=progress)
         a = cfg.analysis
         md, _ = write_analysis_report(analysis.store, cfg.name, cfg.report_path / "analysis", priors=a.priors,
                                       top_k=a.top_k, max_positions=a.max_positions)
-    except PrettyAlignError as e:
+    except (PrettyAlignError, KeyError) as e:   # KeyError: an unknown backend/prior/task name
         _fail(e)
     console.print(f"{summary.produced} examples analysed ({summary.positions} positions), {summary.skipped} already "
                   f"stored, mode {summary.mode}, {summary.seconds:.0f}s; report {md} (+ .html, .json, plots)")

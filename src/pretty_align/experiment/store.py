@@ -82,15 +82,19 @@ class Store:
         self.db.close()
 
     # -- results ------------------------------------------------------------------------------
-    def _present(self, table: str, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` exist in ``table`` (queried in chunks: SQLite limits bound parameters)."""
+    def _select(self, table: str, columns: str, keys: Iterable[str]) -> list[tuple]:
+        """Rows of ``table`` whose key is in ``keys`` (queried in chunks: SQLite limits bound parameters)."""
         keys = list(keys)
-        found: set[str] = set()
+        rows: list[tuple] = []
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            q = f"SELECT key FROM {table} WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(r[0] for r in self.db.execute(q, chunk))
-        return found
+            rows += self.db.execute(f"SELECT {columns} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+        return rows
+
+    def _present(self, table: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` exist in ``table``."""
+        return {r[0] for r in self._select(table, "key", keys)}
 
     def existing_keys(self, keys: Iterable[str]) -> set[str]:
         return self._present("results", keys)
@@ -210,12 +214,7 @@ class Store:
 
     # -- generation cache ---------------------------------------------------------------------
     def get_generations(self, keys: list[str]) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            q = f"SELECT key, value FROM generations WHERE key IN ({','.join('?' * len(chunk))})"
-            out.update((k, json.loads(v)) for k, v in self.db.execute(q, chunk))
-        return out
+        return {k: json.loads(v) for k, v in self._select("generations", "key, value", keys)}
 
     def put_generations(self, items: dict[str, dict]) -> None:
         # The same key always maps to the same value (content hash of the inputs), so IGNORE is safe.
