@@ -19,8 +19,9 @@ Rules (SPEC §3), enforced here and nowhere else:
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,9 @@ def cut_prior(ids: Sequence[int], k: int) -> list[int]:
     return list(ids[:k])
 
 
-def model_input(prompt: Prompt, prior_ids: Sequence[int]) -> list[int]:
+def model_input(prompt: Prompt | Sequence[int], prior_ids: Sequence[int]) -> list[int]:
     """The ids the model is conditioned on: prompt ids, then prior ids, nothing re-tokenized."""
-    return list(prompt.ids) + list(prior_ids)
+    return list(prompt.ids if isinstance(prompt, Prompt) else prompt) + list(prior_ids)
 
 
 def render_output(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int],
@@ -110,17 +111,29 @@ def render_output(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int]
     return text[:cut].strip().rstrip("\ufffd").rstrip()
 
 
+_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
-    """A hash of the vocabulary: two models share token ids iff their fingerprints match."""
+    """A hash of the vocabulary: two models share token ids iff their fingerprints match.
+    Computed once per tokenizer object (hashing a 262k vocabulary takes about 0.5 s)."""
+    try:
+        return _FINGERPRINTS[tokenizer]
+    except (KeyError, TypeError):   # TypeError: an object that cannot be weakly referenced
+        pass
     import hashlib
     import json
 
     get_vocab = getattr(tokenizer, "get_vocab", None)
     if get_vocab is None:
         return type(tokenizer).__name__
-    vocab = get_vocab()
-    return hashlib.sha256(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False)
-                          .encode()).hexdigest()[:16]
+    fp = hashlib.sha256(json.dumps(sorted(get_vocab().items(), key=lambda kv: kv[1]), ensure_ascii=False)
+                        .encode()).hexdigest()[:16]
+    try:
+        _FINGERPRINTS[tokenizer] = fp
+    except TypeError:
+        pass
+    return fp
 
 
 def prior_text(tokenizer: Tokenizer, prompt: Prompt, prior_ids: Sequence[int]) -> str:

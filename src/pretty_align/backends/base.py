@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Callable, Sequence
 
-from ..boundary import Tokenizer
+from ..boundary import Tokenizer, model_input
 from ..decoding import Decoding
 from ..errors import CapabilityError
 
@@ -40,6 +40,11 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...]
     prior_ids: tuple[int, ...] = ()
     max_new_tokens: int | None = None   # per-row budget; None -> decoding.max_new_tokens
+
+    @property
+    def input_ids(self) -> list[int]:
+        """What the model is conditioned on (``boundary.model_input``)."""
+        return model_input(self.prompt_ids, self.prior_ids)
 
 
 @dataclass

@@ -70,7 +70,6 @@ class FakeBackend(Backend):
         self.capabilities = Capabilities(batched=True, token_ids_in=True, chat_template=chat,
                                          batch_invariant=not batch_dependent)
         self._tok = CharTokenizer()
-        self.calls = 0
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -91,7 +90,6 @@ class FakeBackend(Backend):
 
     def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
                  on_done: OnDone | None = None) -> list[Generation]:
-        self.calls += 1
         out = []
         for i, req in enumerate(requests):
             if self.delay:

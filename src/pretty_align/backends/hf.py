@@ -135,7 +135,7 @@ class HFBackend(Backend):
         import torch
 
         order = sorted(range(len(requests)),
-                       key=lambda i: len(requests[i].prompt_ids) + len(requests[i].prior_ids))
+                       key=lambda i: len(requests[i].input_ids))
         pending = [(i, requests[i]) for i in order]
         out: list[Generation | None] = [None] * len(requests)
         eos = self._eos_ids()
@@ -146,7 +146,7 @@ class HFBackend(Backend):
                 # Refill once a few slots are free: prefilling one row alone costs ~2 decode steps.
                 if pending and (batch is None or room >= max(1, decoding.batch_size // REFILL_DIVISOR)):
                     group = pending[:room]
-                    width = max(len(r.prompt_ids) + len(r.prior_ids) for _, r in group)
+                    width = max(len(r.input_ids) for _, r in group)
                     if batch is None or batch.can_merge(width, decoding.max_new_tokens):
                         pending = pending[room:]
                         fresh = self._prefill(group, decoding)
@@ -165,7 +165,7 @@ class HFBackend(Backend):
         import torch
         from transformers import DynamicCache
 
-        inputs = [list(r.prompt_ids) + list(r.prior_ids) for _, r in group]
+        inputs = [r.input_ids for _, r in group]
         width = max(map(len, inputs))
         pad = self._tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in inputs])

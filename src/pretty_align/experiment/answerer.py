@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from ..backends.base import Backend, Generation, GenerationRequest
-from ..boundary import Prompt, encode_prompt, model_input, render_output, tokenizer_fingerprint
+from ..boundary import Prompt, encode_prompt, render_output, tokenizer_fingerprint
 from ..decoding import Decoding
 from ..errors import InputError
 from ..tasks.base import Example, Task
@@ -50,7 +50,6 @@ class Answerer:
         self.decoding = replace(decoding, stop=()) if self.chat else decoding
         self.max_prompt_tokens = max_prompt_tokens
         self._prompts: dict[str, tuple[Prompt, int, bool]] = {}
-        self._fingerprint: str | None = None
         self.truncated_count = 0
 
     @property
@@ -59,9 +58,7 @@ class Answerer:
 
     @property
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
-        return self._fingerprint
+        return tokenizer_fingerprint(self.tokenizer)   # memoized per tokenizer object
 
     def signature(self) -> dict:
         sig = {**self.backend.signature(), "chat": self.chat, "max_prompt_tokens": self.max_prompt_tokens}
@@ -122,7 +119,7 @@ class Answerer:
 
     def _gen_key(self, req: GenerationRequest) -> str:
         return content_hash({"model": self.signature(), "decoding": self.decoding.signature(),
-                             "input": model_input(Prompt("", req.prompt_ids, ""), req.prior_ids),
+                             "input": req.input_ids,
                              "budget": req.max_new_tokens})
 
     def _generate_cached(self, reqs: list[GenerationRequest], done: Callable[[int, list[int], str], None]) -> None:

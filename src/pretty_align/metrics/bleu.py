@@ -54,8 +54,6 @@ def _sig_one_ref(metric: _SacreMetric) -> str:
 class _SacreWrapper(Metric):
     """Shared scoring for sacrebleu metrics: build the sacrebleu object for ``tgt``, score, sign."""
 
-    label = "metric"  # display name in Score.name
-
     def _sacre(self, tgt: Language) -> _SacreMetric:
         raise NotImplementedError
 
@@ -67,7 +65,7 @@ class _SacreWrapper(Metric):
         self.check_args(hyps, refs)
         metric = self._sacre(tgt)
         result = metric.corpus_score(hyps, [refs])
-        return Score(self.label, float(result.score), metric.get_signature().format(),
+        return Score(self.name, float(result.score), metric.get_signature().format(),
                      self._extra(result))
 
     def signature(self, tgt: Language) -> str:
@@ -78,7 +76,7 @@ class _SacreWrapper(Metric):
 class BLEU(_SacreWrapper):
     """Corpus BLEU with ``tokenize = bleu_tokenizer(tgt)`` (13a, zh, char, or ja-mecab)."""
 
-    name = label = "BLEU"
+    name = "BLEU"
 
     def _sacre(self, tgt: Language) -> _SacreMetric:
         return _SacreBLEU(tokenize=bleu_tokenizer(tgt))
@@ -92,7 +90,7 @@ class BLEU(_SacreWrapper):
 class ChrFpp(_SacreWrapper):
     """Corpus chrF++ (character 6-grams plus word bigrams: ``CHRF(word_order=2)``)."""
 
-    name = label = "chrF++"
+    name = "chrF++"
 
     def _sacre(self, tgt: Language) -> _SacreMetric:
         return _SacreCHRF(word_order=2)
@@ -107,7 +105,7 @@ class SpBLEU(_SacreWrapper):
     ``InputError`` saying where to put it otherwise.
     """
 
-    name = label = "spBLEU"
+    name = "spBLEU"
     VARIANTS = ("flores200", "flores101")
 
     def __init__(self, variant: str = "flores200") -> None:
@@ -123,7 +121,7 @@ class SpBLEU(_SacreWrapper):
                 "folder holding models/ before starting), or use BLEU and chrF++ instead",
                 path=self.model_path(variant))
         self.variant = variant
-        self.name = self.label = f"spBLEU-{variant}"
+        self.name = f"spBLEU-{variant}"
 
     @staticmethod
     def model_path(variant: str) -> str:

@@ -28,12 +28,9 @@ class ModelPrior(Prior):
             raise InputError("the model prior needs a model: set `model` (a model or 'reference') in the prior",
                              field="priors.model")
         self.answerer = answerer
-        self._base_fp: dict[int, str] = {}
 
     def _same_tokenizer(self, tokenizer: Tokenizer) -> bool:
-        if id(tokenizer) not in self._base_fp:  # hashing a 262k vocabulary takes ~1 s: once
-            self._base_fp[id(tokenizer)] = tokenizer_fingerprint(tokenizer)
-        return self._base_fp[id(tokenizer)] == self.answerer.fingerprint
+        return tokenizer_fingerprint(tokenizer) == self.answerer.fingerprint
 
     def _id_level(self, tokenizer: Tokenizer, item: PriorItem, ans) -> bool:
         if self.answerer.chat or item.prompt.chat or ans.prompt.sep != item.prompt.sep:

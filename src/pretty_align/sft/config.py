@@ -72,7 +72,6 @@ class SFTConfig(_Strict):
     data: SFTDataConfig
     lora: LoraConfigModel = Field(default_factory=LoraConfigModel)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    config_dir: str = "."
     config_path: str | None = None               # the file it was read from (for the model card)
 
     @property
@@ -94,7 +93,6 @@ def load_sft_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     path = Path(path)
     raw = read_toml(path, overrides)
     raw = _expand(raw, path.parent.resolve(), path_keys=_PATHS)
-    raw["config_dir"] = str(path.parent.resolve())
     raw["config_path"] = str(path)
     cfg = _validate(SFTConfig, raw, path)
     if not Path(cfg.data.dir).is_dir():
