@@ -250,9 +250,12 @@ class Trainer:
         started = time.monotonic() - state.elapsed_s
         line = _LossLine()
         with progress_bar(self.progress, total_steps, completed=state.step, description="training") as advance:
+            orders: dict[int, list[list[int]]] = {}   # the epoch's batch order, built once per epoch
             while state.step < total_steps and not state.stopped_early:
                 epoch, in_epoch = divmod(state.step, per_epoch)
-                order = batch_order(lengths, t.batch_size, t.bucket_batches, self.cfg.data.seed, epoch)
+                if epoch not in orders:
+                    orders = {epoch: batch_order(lengths, t.batch_size, t.bucket_batches, self.cfg.data.seed, epoch)}
+                order = orders[epoch]
                 group = order[in_epoch * t.grad_accum:(in_epoch + 1) * t.grad_accum]
                 loss = self._step(model, opt, sched, [[split.train[i] for i in b] for b in group], pad_id, params)
                 state.step += 1
