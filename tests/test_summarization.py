@@ -78,3 +78,64 @@ def test_truncated_articles_are_counted_in_the_report(tmp_path):
     cell = res["cells"]["none"]["vie_Latn"]
     assert cell["truncated"] == 2 and "ROUGE-L" in cell and "BLEU" not in cell
     assert res["metrics"] == ["ROUGE-1", "ROUGE-2", "ROUGE-L", "off-target %"]
+
+
+# -- the summarization pseudo prior -------------------------------------------------------------
+
+from pretty_align.backends.fake import CharTokenizer  # noqa: E402
+from pretty_align.boundary import encode_prompt  # noqa: E402
+from pretty_align.priors import PriorItem, make_prior  # noqa: E402
+from pretty_align.priors.summarization import lead  # noqa: E402
+
+THA = get_language("tha_Thai")
+
+
+def _priors(task, prior, tgt):
+    tok = CharTokenizer()
+    items = [PriorItem(ex, encode_prompt(tok, task.render(ex))) for ex in task.examples(tgt)]
+    return prior.build(items, tok)
+
+
+def test_lead_is_the_first_sentence():
+    assert lead("Câu một. Câu hai.") == "Câu một."
+    assert lead("第一句。第二句。") == "第一句。"
+    assert lead("Line one\nLine two. More") == "Line one"
+    assert lead("No end at all") == "No end at all"
+
+
+def test_monolingual_pseudo_prior_skips_frequent_words_and_keeps_combining_marks(tmp_path):
+    # "Các" and "người" occur in every article (document frequency 1.0 >= max_df): stop words.
+    articles = ["Các người lính đã về. Sau đó.", "Các người dân vui. X.", "Người các nước họp."]
+    (tmp_path / "vi.jsonl").write_text("".join(xlsum_line(i, a, "S.") + "\n" for i, a in enumerate(articles)))
+    (tmp_path / "th.jsonl").write_text(xlsum_line(0, "นกกระจอกหัวมงกุฏ ร้องเพลง", "S.") + "\n")
+    task = SummarizationTask(data=str(tmp_path / "{tgt_iso1}.jsonl"))
+    prior = make_prior("summarization-pseudo", k=4, task=task, max_df=0.6)  # " lín": the sep counts
+    got = _priors(task, prior, VIE)
+    assert [p.provenance["source_word"] for p in got] == ["lính", "dân", "nước"]
+    assert [p.text for p in got] == ["lín", "dân", "nướ"] and not any(p.fell_back for p in got)
+    sig = prior.signature(VIE, VIE)
+    assert sig["monolingual"] and sig["max_df"] == 0.6 and len(sig["df_stopwords_sha256"]) == 16
+    # Thai vowel marks are part of the word, not word breaks (plain `re` split it at U+0E31)
+    [th] = _priors(task, make_prior("summarization-pseudo", k=20, task=task), THA)
+    assert th.provenance["source_word"] == "นกกระจอกหัวมงกุฏ"
+
+
+def test_crosslingual_pseudo_prior_translates_the_leads_first_content_word(tmp_path):
+    (tmp_path / "eng_Latn-vie_Latn.jsonl").write_text(
+        json.dumps({"text": "The soldiers came home. Later.", "summary": "S."}) + "\n")
+    (tmp_path / "en-vi.txt").write_text("soldiers lính\nhome nhà\n")
+    task = SummarizationTask("eng_Latn", data=str(tmp_path / "{src}-{tgt}.jsonl"), format="crosssum")
+    prior = make_prior("summarization-pseudo", k=5, task=task, dictionary=str(tmp_path / "en-{tgt_iso1}.txt"))
+    [p] = _priors(task, prior, VIE)
+    assert (p.provenance["source_word"], p.text) == ("soldiers", "lính")
+    assert prior.signature(ENG, VIE)["strategy"] == "summarization-pseudo"
+
+
+def test_summarization_pseudo_prior_refuses_other_tasks_and_bad_params():
+    with pytest.raises(InputError, match="summarization task only"):
+        make_prior("summarization-pseudo", k=2)
+    task = SummarizationTask(data="x.jsonl")
+    with pytest.raises(InputError, match="max_df"):
+        make_prior("summarization-pseudo", k=2, task=task, max_df=0)
+    with pytest.raises(InputError, match="takes no parameter 'maxdf'"):
+        make_prior("summarization-pseudo", k=2, task=task, maxdf=0.2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
+import regex
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,7 +24,9 @@ from .base import Prior, PriorItem, PriorResult
 from .dictionary import BilingualDictionary, DictionarySpec, resolve_path
 
 # Letters/digits with internal hyphens or apostrophes ("well-known", "don't"); "_" is not a letter.
-WORD_RE = re.compile(r"[^\W_]+(?:['\u2019\-][^\W_]+)*")
+# Combining marks belong to their word (Thai vowels, Devanagari and Tamil signs): with plain
+# ``re`` and ``[^\W_]``, "हिन्दी" would split into three "words".
+WORD_RE = regex.compile(r"[\p{L}\p{N}][\p{L}\p{M}\p{N}]*(?:['\u2019\-][\p{L}\p{N}][\p{L}\p{M}\p{N}]*)*")
 _CASED_SCRIPTS = {"Latn", "Cyrl", "Grek"}
 
 
