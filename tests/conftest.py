@@ -82,7 +82,7 @@ def build_bytelevel_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
 
 
-def build_model(kind: str, vocab_size: int):
+def build_model(kind: str, vocab_size: int, sliding_window: int = 6):
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -93,7 +93,7 @@ def build_model(kind: str, vocab_size: int):
     if kind == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
     # Gemma 3: sliding-window + global layers, the base model family we ship.
-    cfg = Gemma3TextConfig(**common, head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"])
+    cfg = Gemma3TextConfig(**common, head_dim=16, sliding_window=sliding_window, layer_types=["sliding_attention", "full_attention"])
     return Gemma3ForCausalLM(cfg).eval()
 
 

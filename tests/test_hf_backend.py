@@ -68,8 +68,8 @@ def test_prior_ids_are_appended_to_the_prompt_ids(tiny_backend, monkeypatch):
     ids, mask = seen[0]  # the prefill
     rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
     assert all(x.shape[1] == 1 for x, _ in seen[1:])  # then one token per step, from the cache
-    expected = sorted((list(r.prompt_ids) + list(r.prior_ids) for r in reqs[:3]), key=len)
-    assert rows == expected  # left padding only, nothing re-tokenized
+    expected = [list(r.prompt_ids) + list(r.prior_ids) for r in reqs[:3]]
+    assert sorted(rows) == sorted(expected)  # left padding only, nothing re-tokenized
 
 
 def test_output_starts_with_the_prior_once(tiny_backend, tmp_path):
@@ -136,3 +136,85 @@ def test_lora_adapter_round_trips_through_the_backend(tiny_model_dir, tmp_path):
     [gen] = adapted.generate([GenerationRequest(p.ids)], Decoding(max_new_tokens=1, stop=()))
     assert gen.new_ids == [expected]
     assert adapted.score(p.ids, [expected]).ranks == [1]
+
+
+# -- prefix reuse: one prefill per shared prompt, the cache forked per prior -----------------------
+
+def shared_prompt_requests(tok):
+    """3 prompts x priors of 0..3 tokens, interleaved: the backend has to regroup them."""
+    reqs = []
+    for k in (0, 1, 2, 3):
+        for text in CORPUS[:3]:
+            p = encode_prompt(tok, f"English: {text}\nGerman:")
+            reqs.append(GenerationRequest(p.ids, tuple(cut_prior(answer_ids(tok, p, "Der Katze sitzt auf"), k)),
+                                          max_new_tokens=6))
+    return reqs
+
+
+@pytest.fixture
+def wide_window_backend(tiny_backend, tiny_tokenizer, tmp_path):
+    """The tiny backend; for Gemma 3 a copy whose sliding window (64) fits the rows, since forking
+    is refused when a row could outgrow a window (the shared tiny Gemma's window is 6)."""
+    from conftest import build_model
+    from pretty_align.backends import load_backend
+
+    if not tiny_backend.model.config.model_type.startswith("gemma3"):
+        return tiny_backend
+    build_model("gemma3", len(tiny_tokenizer), sliding_window=64).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    return load_backend("hf", str(tmp_path))
+
+
+def _prefill_tokens(backend, monkeypatch):
+    """Counts the real (unmasked) tokens of every multi-token forward pass: prefills and prior feeds."""
+    counted = []
+    real = backend.model.forward
+
+    def spy(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        if ids.shape[1] > 1 or kwargs.get("logits_to_keep") == 1:
+            counted.append(int(kwargs["attention_mask"][:, -ids.shape[1]:].sum()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model, "forward", spy)
+    return counted
+
+
+@pytest.mark.parametrize("batch_size", [4, 12])
+def test_prefix_reuse_gives_exactly_the_outputs_without_it(wide_window_backend, monkeypatch, batch_size):
+    backend = wide_window_backend
+    dec = replace(Decoding(max_new_tokens=6, stop=("e",), loop_guard=False), batch_size=batch_size)
+    reqs = shared_prompt_requests(backend.tokenizer)
+    counted = _prefill_tokens(backend, monkeypatch)
+    reused = backend.generate(reqs, dec)
+    reused_tokens, counted[:] = sum(counted), []
+    monkeypatch.setattr(backend, "prefix_reuse", False)
+    plain = backend.generate(reqs, dec)
+    assert [(g.new_ids, g.stop_reason) for g in reused] == [(g.new_ids, g.stop_reason) for g in plain]
+    # 12 rows, 3 prompts: each prompt was prefilled once per batch it appears in, not once per row
+    assert reused_tokens < 0.6 * sum(counted)
+    single = [backend.generate([r], replace(dec, batch_size=1))[0].new_ids for r in reqs]
+    assert [g.new_ids for g in reused] == single
+
+
+def test_prefix_reuse_is_refused_where_a_sliding_window_could_be_outgrown(tiny_backend, monkeypatch):
+    from pretty_align.backends import hf
+
+    if not tiny_backend.model.config.model_type.startswith("gemma3"):
+        pytest.skip("no sliding-window layers")
+    feeds = []
+    monkeypatch.setattr(hf._Batch, "feed", lambda *a, **k: feeds.append(1))
+    reqs = shared_prompt_requests(tiny_backend.tokenizer)
+    out = tiny_backend.generate(reqs, replace(NO_STOP, max_new_tokens=6, batch_size=12))
+    assert not feeds   # window 6 < prompt + prior + budget: plain prefill of every row
+    assert [g.new_ids for g in out] == [tiny_backend.generate([r], replace(NO_STOP, max_new_tokens=6, batch_size=1))[0]
+                                        .new_ids for r in reqs]
+
+
+def test_prefix_reuse_is_recorded_in_low_precision_signatures(tiny_model_dir):
+    from pretty_align.backends import load_backend
+
+    assert "prefix_reuse" not in load_backend("hf", str(tiny_model_dir)).signature()  # float32: outputs unchanged
+    assert load_backend("hf", str(tiny_model_dir), dtype="bfloat16").signature()["prefix_reuse"] is True
+    assert "prefix_reuse" not in load_backend("hf", str(tiny_model_dir), dtype="bfloat16",
+                                              prefix_reuse=False).signature()

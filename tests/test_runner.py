@@ -238,3 +238,26 @@ def test_report_keeps_each_targets_condition_signature(tmp_path, shared_data):
     assert len({e["signature"]["prior"]["dictionary_sha256"] for e in pseudo}) == 2
     assert "- pseudo k=2 (deu_Latn):" in to_markdown(res)
     assert len(res["condition_signatures"]["none"]) == 1      # same signature for both targets
+
+
+def test_conditions_of_one_model_reach_the_backend_together(tmp_path, shared_data):
+    """Every prior variant of an example goes to the backend in the same call as the others (so
+    the HF backend can prefill the shared prompt once); the reference model gets its own calls."""
+    from pretty_align.backends import load_backend
+
+    calls: list[tuple[str, list]] = []
+
+    def factory(name, model, **options):
+        backend = load_backend(name, model, **options)
+        real = backend.generate
+        backend.generate = lambda reqs, dec, on_done=None: calls.append((model, list(reqs))) or real(reqs, dec, on_done)
+        return backend
+
+    runner = Runner(load_config(write_config(tmp_path, shared_data, "g.sqlite", n=5)), backend_factory=factory)
+    runner.run(progress=False)
+    base = [reqs for model, reqs in calls if model == "fake:echo"]
+    assert len(base) == 2    # one call per language: 5 examples x 5 base conditions, under one chunk
+    for reqs in base:
+        assert len(reqs) == 25 and len({r.prompt_ids for r in reqs}) == 5
+        assert sorted(len(r.prior_ids) for r in reqs) == sorted([0] * 5 + [1] * 5 + [2] * 5 + [2] * 5 + [3] * 5)
+    assert all(len(reqs) == 5 for model, reqs in calls if model == "fake:upper")

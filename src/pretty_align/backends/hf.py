@@ -6,6 +6,12 @@ so later loads take seconds. Greedy generation is batched with left padding; row
 length so batches carry little padding, and every row stops on its own (stop string, EOS, loop
 guard, its own token budget) through ``decoding.RowState``, exactly as it would alone; a finished row
 leaves the batch, so the others do not wait for it.
+
+Prefix reuse (``prefix_reuse``, on by default): requests that share their prompt (one example under
+several priors) are ordered together, the prompt is prefilled once per batch and its cache rows are
+forked for each prior variant; only the prior tokens are then fed, left-padded to a common length
+(masked, with explicit positions), so every row still computes exactly its own sequence. Forking is
+skipped where it could change an output: a sliding-window layer that the longest row would outgrow.
 """
 
 from __future__ import annotations
@@ -81,7 +87,8 @@ def project(model, hidden):
 @BACKENDS.register("hf")
 class HFBackend(Backend):
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "float32",
-                 threads: int | None = None, merge_adapter: bool = True, **_: object) -> None:
+                 threads: int | None = None, merge_adapter: bool = True, prefix_reuse: bool = True,
+                 **_: object) -> None:
         import torch
 
         if threads:
@@ -90,6 +97,7 @@ class HFBackend(Backend):
             raise InputError(f"dtype '{dtype}' is not one of float32, bfloat16, float16", field="dtype")
         self.resolved = resolve_model(model)
         self.dtype = dtype
+        self.prefix_reuse = prefix_reuse
         self._tok, self.model = _load(self.resolved, dtype)
         self.adapter_sha256 = None
         # Merged LoRA weights decode as fast as the base model; unmerged is exactly peft's forward.
@@ -134,8 +142,11 @@ class HFBackend(Backend):
         (batched == one at a time, tested)."""
         import torch
 
-        order = sorted(range(len(requests)),
-                       key=lambda i: len(requests[i].input_ids))
+        if self.prefix_reuse:   # same prompt together (shortest prompts first), then by prior length
+            order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt_ids), requests[i].prompt_ids,
+                                                                len(requests[i].prior_ids)))
+        else:
+            order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
         pending = [(i, requests[i]) for i in order]
         out: list[Generation | None] = [None] * len(requests)
         eos = self._eos_ids()
@@ -146,7 +157,8 @@ class HFBackend(Backend):
                 # Refill once a few slots are free: prefilling one row alone costs ~2 decode steps.
                 if pending and (batch is None or room >= max(1, decoding.batch_size // REFILL_DIVISOR)):
                     group = pending[:room]
-                    width = max(len(r.input_ids) for _, r in group)
+                    # an upper bound of the new batch's width, forked (prompt + longest prior) or not
+                    width = max(len(r.prompt_ids) for _, r in group) + max(len(r.prior_ids) for _, r in group)
                     if batch is None or batch.can_merge(width, decoding.max_new_tokens):
                         pending = pending[room:]
                         fresh = self._prefill(group, decoding)
@@ -162,21 +174,42 @@ class HFBackend(Backend):
         return out  # type: ignore[return-value]
 
     def _prefill(self, group: list[tuple[int, GenerationRequest]], decoding: Decoding) -> "_Batch":
+        """Prefill ``group`` into a new batch; rows that share a prompt share its prefill."""
         import torch
+
+        rows = [(i, RowState.for_request(decoding, self._tok, r.max_new_tokens, has_prior=bool(r.prior_ids)))
+                for i, r in group]
+        reqs = [r for _, r in group]
+        prompts = list(dict.fromkeys(r.prompt_ids for r in reqs))
+        longest = max(map(len, prompts)) + max(len(r.prior_ids) for r in reqs) + decoding.max_new_tokens
+        if self.prefix_reuse and len(prompts) < len(reqs) and _fits_window(self._new_cache(), longest):
+            cache, mask, next_pos, logits = self._forward_left_padded([list(p) for p in prompts])
+            fork = torch.tensor([prompts.index(r.prompt_ids) for r in reqs])
+            cache.batch_select_indices(fork)   # indexing with repeats copies each prompt's rows
+            batch = _Batch(rows, cache, mask[fork], next_pos[fork], logits[fork], self.cache_kw)
+            batch.feed(self.model, [list(r.prior_ids) for r in reqs], self._tok.pad_token_id)
+            return batch
+        cache, mask, next_pos, logits = self._forward_left_padded([r.input_ids for r in reqs])
+        return _Batch(rows, cache, mask, next_pos, logits, self.cache_kw)
+
+    def _new_cache(self):
         from transformers import DynamicCache
 
-        inputs = [r.input_ids for _, r in group]
+        return DynamicCache(config=self.model.config)
+
+    def _forward_left_padded(self, inputs: list[list[int]]):
+        """(cache, mask, next position, last logits) of one left-padded pass over ``inputs``."""
+        import torch
+
         width = max(map(len, inputs))
         pad = self._tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in inputs])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in inputs])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = self._new_cache()
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                             logits_to_keep=1, **{self.cache_kw: cache}).logits[:, -1]
-        rows = [(i, RowState.for_request(decoding, self._tok, r.max_new_tokens, has_prior=bool(r.prior_ids)))
-                for i, r in group]
-        return _Batch(rows, cache, mask, pos[:, -1] + 1, logits, self.cache_kw)
+        return cache, mask, pos[:, -1] + 1, logits
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -232,7 +265,10 @@ class HFBackend(Backend):
     def signature(self) -> dict:
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,
                 "sha256": self.resolved.sha256, "adapter_sha256": self.adapter_sha256,
-                "dtype": self.dtype, **({"adapter_merged": self.merge_adapter} if self.adapter_sha256 else {})}
+                "dtype": self.dtype, **({"adapter_merged": self.merge_adapter} if self.adapter_sha256 else {}),
+                # Forking a prompt's cache changes the padded shapes, which moves low-precision outputs
+                # like batch composition does; float32 outputs are unchanged (tested). Absent = no reuse.
+                **({"prefix_reuse": True} if self.prefix_reuse and self.dtype != "float32" else {})}
 
 
 class _Batch:
@@ -275,19 +311,28 @@ class _Batch:
                             use_cache=True, **{self.cache_kw: self.cache}).logits[:, -1]
         self.next_pos = self.next_pos + 1
 
-    def can_merge(self, width: int, max_new_tokens: int) -> bool:
-        """Merging left-pads caches. That is exact for plain layers, and for sliding-window layers
-        only while every sequence, until it ends, fits in the window."""
-        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+    def feed(self, model, suffixes: list[list[int]], pad: int) -> None:
+        """Append each row's ``suffixes[j]`` (its prior ids) to its cached prompt in one pass,
+        left-padded to a common length with masked columns; a row with no suffix keeps its
+        prompt's logits."""
+        import torch
 
-        final = max(self.mask.shape[1], width) + max_new_tokens
-        for layer in self.cache.layers:
-            if type(layer) is DynamicSlidingWindowLayer:
-                if final >= layer.sliding_window - 1:
-                    return False
-            elif type(layer) is not DynamicLayer:
-                return False
-        return True
+        width = max(map(len, suffixes))
+        if not width:
+            return
+        lens = torch.tensor([len(x) for x in suffixes])
+        ids = torch.tensor([[pad] * (width - len(x)) + x for x in suffixes])
+        new_mask = (torch.arange(width)[None, :] >= (width - lens)[:, None]).to(self.mask.dtype)
+        pos = self.next_pos[:, None] + (torch.arange(width)[None, :] - (width - lens)[:, None]).clamp(min=0)
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        logits = model(input_ids=ids, attention_mask=self.mask, position_ids=pos, use_cache=True,
+                       logits_to_keep=1, **{self.cache_kw: self.cache}).logits[:, -1]
+        self.logits = torch.where((lens > 0)[:, None], logits, self.logits)
+        self.next_pos = self.next_pos + lens
+
+    def can_merge(self, width: int, max_new_tokens: int) -> bool:
+        """Merging left-pads caches: exact while every sequence fits its sliding windows."""
+        return _fits_window(self.cache, max(self.mask.shape[1], width) + max_new_tokens)
 
     def merge(self, other: "_Batch") -> "_Batch":
         """Append ``other``'s rows, left-padding the shorter side's cache and mask with zeros
@@ -303,6 +348,21 @@ class _Batch:
         mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(other.mask, width, dim=1)], dim=0)
         return _Batch(self.rows + other.rows, self.cache, mask, torch.cat([self.next_pos, other.next_pos]),
                       torch.cat([self.logits, other.logits]), self.cache_kw)
+
+
+def _fits_window(cache, final: int) -> bool:
+    """Padding inside a cache (left padding, masked columns between prompt and prior) is exact for
+    plain layers, and for sliding-window layers only while every sequence, until it ends (cache
+    width ``final``), fits in the window; unknown layer types are not assumed safe."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    for layer in cache.layers:
+        if type(layer) is DynamicSlidingWindowLayer:
+            if final >= layer.sliding_window - 1:
+                return False
+        elif type(layer) is not DynamicLayer:
+            return False
+    return True
 
 
 def _left_pad(t, width: int, dim: int = -2):

@@ -30,7 +30,7 @@ REFERENCE = "reference"
 CHUNK_BATCHES = 8  # batches per chunk handed to the backend (continuous batching refills from it)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a condition is one object of the plan
 class Condition:
     label: str
     answerer: Answerer
@@ -165,60 +165,75 @@ class Runner:
         self.store.set_manifest(self.cfg.name, self.cfg.model_dump(),
                                 [(w.cond.label, w.tgt.code, w.idx, w.key) for w in work])
         done = self.store.existing_keys(w.key for w in work)
-        todo = [w for w in work if w.key not in done]
-        summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(work) - len(todo),
+        summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(done),
                              conditions=[c.label for c in self.conditions])
         desc = f"generating ({summary.skipped} already stored)" if summary.skipped else "generating"
-        with progress_bar(progress, len(todo), description=desc) as advance:
-            for cond in self.conditions:  # reference first: model priors reuse its cached answers
+        by_slot = {(w.cond.label, w.tgt.code, w.idx): w for w in work}
+        with progress_bar(progress, len(work) - len(done), description=desc) as advance:
+            def store(w: Work, row: dict) -> None:
+                if w.key not in done:  # regenerated for batch composition only: not stored twice
+                    self.store.insert_results([row])
+                    done.add(w.key)
+                    summary.produced += 1
+                    advance(1, f"{w.cond.label} -> {w.tgt.code}")
+
+            for group in self._groups():  # reference first: model priors reuse its cached answers
                 for tgt in self.targets:
-                    for chunk in self._chunks([w for w in work if w.cond is cond and w.tgt is tgt]):
-                        if all(w.key in done for w in chunk):
+                    for chunk in self._chunks(self.examples[tgt.code]):
+                        items = [by_slot[(c.label, tgt.code, i)] for c in group for i in chunk]
+                        if all(w.key in done for w in items):
                             continue
-                        if cond.answerer.backend.capabilities.batch_invariant:
-                            chunk = [w for w in chunk if w.key not in done]
-
-                        def store(w: Work, row: dict, cond: Condition = cond, tgt: Language = tgt) -> None:
-                            if w.key not in done:  # regenerated for batch composition only: not stored twice
-                                self.store.insert_results([row])
-                                done.add(w.key)
-                                summary.produced += 1
-                                advance(1, f"{cond.label} -> {tgt.code}")
-
-                        self._produce(cond, tgt, chunk, store)
+                        if group[0].answerer.backend.capabilities.batch_invariant:
+                            items = [w for w in items if w.key not in done]
+                        self._produce(tgt, items, store)
         summary.truncated = sum(a.truncated_count for a in self._answerers.values())
         return summary
 
-    def _chunks(self, items: list[Work]) -> list[list[Work]]:
-        """Chunks of the whole plan, sorted by source length (length bucketing). A chunk goes to the
-        backend at once, so freed batch slots are refilled; each result is stored as it finishes.
-        Chunks come from the plan, not from what is left to do, so a resumed run sees the same
-        compositions as an uninterrupted one: backends whose outputs depend on the batch
-        (bfloat16) regenerate the whole chunk, batch-invariant ones only the missing rows."""
-        items = sorted(items, key=lambda w: (len(w.example.source), w.idx))
-        size = self.decoding.batch_size * CHUNK_BATCHES
-        return [items[s:s + size] for s in range(0, len(items), size)]
+    def _groups(self) -> list[list[Condition]]:
+        """Conditions that share a model, in plan order. A group's conditions are generated together,
+        example by example, so one example's prompt reaches the backend once with all its prior
+        variants (the HF backend prefills it once and forks the cache; llama.cpp reuses its prompt
+        cache) and the batch compositions are a function of the plan alone."""
+        groups: dict[int, list[Condition]] = {}
+        for cond in self.conditions:
+            groups.setdefault(id(cond.answerer), []).append(cond)
+        return list(groups.values())
 
-    def _produce(self, cond: Condition, tgt: Language, chunk: list[Work], store: Callable[[Work, dict], None]) -> None:
-        examples = [w.example for w in chunk]
-        priors = None
-        if cond.prior is not None:
-            items = [PriorItem(ex, cond.answerer.prompt(ex)[0]) for ex in examples]
-            priors = cond.prior.build(items, cond.answerer.tokenizer)
-        sig = cond.signature(tgt)
+    def _chunks(self, examples: list[Example]) -> list[list[int]]:
+        """Example indices in chunks, sorted by source length (length bucketing). A chunk goes to the
+        backend at once (times the group's conditions), so freed batch slots are refilled; each
+        result is stored as it finishes. Chunks come from the plan, not from what is left to do, so
+        a resumed run sees the same compositions as an uninterrupted one: backends whose outputs
+        depend on the batch (bfloat16) regenerate the whole chunk, batch-invariant ones only the
+        missing rows."""
+        order = sorted(range(len(examples)), key=lambda i: (len(examples[i].source), i))
+        size = self.decoding.batch_size * CHUNK_BATCHES
+        return [order[s:s + size] for s in range(0, len(order), size)]
+
+    def _produce(self, tgt: Language, items: list[Work], store: Callable[[Work, dict], None]) -> None:
+        """Generate ``items`` (one model, any of its conditions) in one backend call."""
+        answerer = items[0].cond.answerer
+        priors: list[Any] = [None] * len(items)
+        for cond in dict.fromkeys(w.cond for w in items if w.cond.prior is not None):
+            mine = [j for j, w in enumerate(items) if w.cond is cond]
+            built = cond.prior.build([PriorItem(items[j].example, answerer.prompt(items[j].example)[0]) for j in mine],
+                                     answerer.tokenizer)
+            for j, p in zip(mine, built):
+                priors[j] = p
 
         def row(j: int, ans: Answer) -> None:
-            w, p = chunk[j], priors[j] if priors else None
+            w, p = items[j], priors[j]
             ex = w.example
             store(w, {
-                "key": w.key, "condition": cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
+                "key": w.key, "condition": w.cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
                 "reference": ex.reference, "output": ans.text,
                 "prior_text": p.text if p else "", "prior_ids": p.ids if p else [],
                 "prior_fell_back": int(p.fell_back) if p else 0, "provenance": p.provenance if p else {},
                 "new_tokens": len(ans.new_ids), "stop_reason": ans.stop_reason, "truncated": int(ans.truncated),
-                "detected_lang": detect([ans.text], self.cfg.metrics.langid_langs)[0], "signature": sig})
+                "detected_lang": detect([ans.text], self.cfg.metrics.langid_langs)[0],
+                "signature": w.cond.signature(tgt)})
 
-        cond.answerer.answer(examples, [p.ids for p in priors] if priors else None, on_answer=row)
+        answerer.answer([w.example for w in items], [p.ids if p else [] for p in priors], on_answer=row)
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True,
