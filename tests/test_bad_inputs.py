@@ -138,3 +138,15 @@ def test_hub_datasets_need_the_extra(monkeypatch):
 def test_template_placeholders_are_checked():
     with pytest.raises(InputError, match=r"task\.template.*unknown placeholder\(s\) \['lang'\]"):
         TranslationTask(src_file="x", template="Translate {source} into {lang}:")
+
+
+def test_cli_run_backend_option_overrides_the_config(tmp_path, shared_data):
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(f'name = "b"\nstore = "./b.sqlite"\n[base]\nmodel = "fake:echo"\nbackend = "hf"\n'
+                   f'[task]\ntargets = ["deu_Latn"]\nflores = "{shared_data / "flores200"}"\nn = 2\n')
+    out = cli("run", str(cfg), "--backend", "nope", "--no-progress", "--quiet")
+    assert out.returncode == 2 and "nope" in out.stderr and "fake" in out.stderr and "Traceback" not in out.stderr
+    out = cli("run", str(cfg), "--backend", "fake", "--no-progress", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "2 results produced" in out.stdout + out.stderr
+    assert '"backend": "fake"' in (tmp_path / "runs" / "b" / "report.md").read_text()   # the signature names it

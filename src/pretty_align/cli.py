@@ -38,13 +38,15 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _experiment_config(config: Path, set_: list[str], flores: Optional[Path]):
-    """The experiment config with ``--set`` overrides and ``--flores`` applied (run, analyze)."""
+def _experiment_config(config: Path, set_: list[str], flores: Optional[Path], backend: Optional[str] = None):
+    """The experiment config with ``--set`` overrides, ``--flores`` and ``--backend`` applied."""
     from .experiment.config import load_config
 
     overrides = _overrides(set_)
     if flores is not None:
         overrides["task.flores"] = str(flores.resolve())
+    if backend is not None:
+        overrides["base.backend"] = backend
     return load_config(config, overrides)
 
 
@@ -58,6 +60,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set task.n=10."),
         flores: Optional[Path] = typer.Option(None, "--flores", help="FLORES directory (overrides task.flores)."),
+        backend: Optional[str] = typer.Option(None, "--backend", help="Base model backend (overrides base.backend): "
+                                              "hf, llamacpp, openai, vllm; options via --set base.options.NAME=V."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         quiet: bool = typer.Option(False, help="Do not print the report.")) -> None:
     """Run (or resume) every condition of CONFIG, store each result, and write the report."""
@@ -65,7 +69,7 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
     from .experiment.runner import Runner
 
     try:
-        cfg = _experiment_config(config, set_, flores)
+        cfg = _experiment_config(config, set_, flores, backend)
         start = time.time()
         runner = Runner(cfg)
         summary = runner.run(progress=progress)
