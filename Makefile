@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,peft,gemma]"
+	$(BIN)/pip install -q -e ".[test,peft,gemma,llamacpp]"   # llama-cpp-python: built from source once (~4 min)
 	touch $@
 
 venv: $(BIN)/.installed

@@ -7,7 +7,7 @@ from .base import Backend, Capabilities, Generation, GenerationRequest, ScoreRes
 
 BACKENDS: Registry[Backend] = Registry("backend")
 
-from . import fake, hf, vllm  # noqa: E402,F401  (registration side effects)
+from . import fake, hf, llamacpp, openai, vllm  # noqa: E402,F401  (registration side effects)
 
 
 def load_backend(name: str, model: str, **options) -> Backend:
