@@ -19,6 +19,10 @@ Options (``[base] options`` in a config):
   reaches the model only approximately (counted in ``retokenized_mismatches`` and logged);
   ``"auto"`` (default) asks each server once with a one-token request and uses ids where all
   accept them. llama-cpp-python's server does not (HTTP 500 for a list of ints).
+* ``stream`` (default true): stream completions and close each one as soon as the stopping rule
+  ends its row (see Generation); a server that answers with plain JSON is read as it is, and an
+  interrupted stream is read again whole. Start llama-cpp-python's server with
+  ``--interrupt_requests false``: by default it interrupts a stream whenever another request waits.
 * ``extra_body``: fields merged into every completion request. The default
   ``{"repeat_penalty": 1.0}`` turns off llama-cpp-python's server-side repeat penalty (1.1 by
   default, which would make temperature 0 not plain greedy); other servers ignore the field.
@@ -30,11 +34,12 @@ When a request finally fails, requests not yet sent are cancelled, those in flig
 (their results still reach ``on_done``), and then the error is raised.
 
 Generation: greedy (``temperature=0``), ``max_tokens`` = the row budget, no server-side ``stop``:
-the server stops only at EOS or the budget, and the stopping rule is applied here through
-``decoding.RowState`` (the one rule of every backend) to the returned tokens: the server's token
-ids where it returns them (vLLM's ``return_token_ids``, probed once), otherwise the returned text
-re-encoded with the local tokenizer. A row thus runs on in the server past its stop string, at
-most to its budget. ``on_done`` is called in the calling thread as each request completes.
+the stopping rule is applied here through ``decoding.RowState`` (the one rule of every backend) to
+the returned tokens: the server's token ids where it returns them (vLLM's ``return_token_ids``,
+probed once), otherwise the returned text re-encoded with the local tokenizer. With re-encoded text
+the completion is streamed (``stream``, default true) and the connection closed as soon as the rule
+ends the row, which makes the server abort it; otherwise (or with ``stream = false``) a row runs on
+in the server past its stop string, at most to its budget. ``on_done`` is called in the calling thread as each request completes.
 
 The signature holds the served model's ``/v1/models`` entry (stable fields only), the local
 tokenizer's fingerprint, the prompt format, where output ids come from and the sampling fields,
@@ -60,7 +65,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterator, Sequence
+from typing import Callable, Any, Iterator, Sequence
 
 from ..boundary import Tokenizer, tokenizer_fingerprint
 from ..decoding import Decoding, RowState
@@ -155,16 +160,55 @@ class Client:
             with e:
                 return e.code, e.headers, e.read()
 
+    def _stream(self, url: str, path: str, body: dict, stop_when: Callable[[str], bool]) -> tuple[int, Any, bytes]:
+        """POST a ``"stream": true`` completion and read its server-sent events, accumulating the
+        text; close the connection as soon as ``stop_when(text)`` holds (OpenAI-compatible servers
+        abort a generation whose client has gone: llama.cpp's and vLLM's do). Returns what
+        ``_send`` returns, the body being one non-streaming-shaped answer."""
+        req = urllib.request.Request(url + path, data=json.dumps({**body, "stream": True}).encode(),
+                                     headers={**self.headers, "Accept": "text/event-stream"}, method="POST")
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, e.headers, e.read()
+        text, finish = "", None
+        with resp:
+            if resp.headers.get_content_type() != "text/event-stream":   # a server that does not stream
+                return resp.status, resp.headers, resp.read()
+            for line in resp:
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    break
+                choice = (json.loads(data).get("choices") or [{}])[0]
+                text += choice.get("text") or ""
+                finish = choice.get("finish_reason") or finish
+                if finish is None and stop_when(text):
+                    finish = "client_stop"   # closing the response below aborts the generation
+                    break
+        if finish is None:
+            # The stream ended without a finish reason: the server cut it short. llama-cpp-python's
+            # server does so to a streamed completion whenever another request waits
+            # (--interrupt_requests, on by default); a whole read is never interrupted.
+            log.debug("a streamed completion from %s was interrupted; reading it whole", url)
+            return self._send(url, "POST", path, body)
+        return 200, resp.headers, json.dumps({"choices": [{"text": text, "finish_reason": finish}]}).encode()
+
     def request(self, method: str, path: str, body: dict | None = None, *, url: str | None = None,
-                retry_5xx: bool = True) -> dict:
+                retry_5xx: bool = True, stop_when: Callable[[str], bool] | None = None) -> dict:
         """The decoded JSON answer. Retries 429, 5xx (unless ``retry_5xx`` is False), connection
-        failures and timeouts; raises ``ServerError`` naming the URL and every failure."""
+        failures and timeouts; raises ``ServerError`` naming the URL and every failure. With
+        ``stop_when``, the completion is streamed and cut once ``stop_when(text)`` holds."""
         failures: list[str] = []
         for attempt in range(self.max_retries + 1):
             target = self._acquire(url)
             wait: float | None = None
             try:
-                status, headers, raw = self._send(target, method, path, body)
+                status, headers, raw = (self._stream(target, path, body, stop_when) if stop_when and body is not None
+                                        else self._send(target, method, path, body))
             except (OSError, http.client.HTTPException) as e:   # refused, reset, dropped, timed out
                 reason = getattr(e, "reason", None) or e
                 failures.append(f"{target}{path}: {type(reason).__name__}: {reason}")
@@ -214,14 +258,14 @@ class OpenAIBackend(Backend):
                  base_url: str | list[str] | None = None, tokenizer: str | None = None, api_key: str | None = None,
                  concurrency: int = 4, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
                  max_backoff: float = 30.0, prompt_format: str = "auto", extra_body: dict | None = None,
-                 **options: Any) -> None:
+                 stream: bool = True, **options: Any) -> None:
         if adapter:
             raise CapabilityError(f"the openai backend cannot load a LoRA adapter (adapter '{adapter}'): serve it "
                                   "from the server (e.g. vLLM --lora-modules) and name it as the model")
         if options:
             raise InputError(f"unknown openai backend option(s) {sorted(options)}; known: base_url, tokenizer, "
                              "api_key, concurrency, timeout, max_retries, backoff, max_backoff, prompt_format, "
-                             "extra_body", field="options")
+                             "extra_body, stream", field="options")
         if not base_url:
             raise InputError("the openai backend needs the server's URL, e.g. base_url = "
                              "\"http://localhost:8000/v1\"", field="options.base_url")
@@ -233,7 +277,7 @@ class OpenAIBackend(Backend):
                              field="options.concurrency")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise InputError(f"max_retries must be an integer >= 0, got {max_retries!r}", field="options.max_retries")
-        self.model, self.concurrency = model, concurrency
+        self.model, self.concurrency, self.stream = model, concurrency, stream
         urls = [normalize_url(u) for u in ([base_url] if isinstance(base_url, str) else base_url)]
         self.client = Client(list(dict.fromkeys(urls)), api_key=api_key or os.environ.get("OPENAI_API_KEY"),
                              timeout=float(timeout), max_retries=max_retries, backoff=float(backoff),
@@ -338,11 +382,21 @@ class OpenAIBackend(Backend):
                 "sees an approximate prompt/prior boundary", self.retokenized_mismatches)
         return text
 
-    def _complete(self, prompt: list[int] | str, budget: int) -> dict:
+    def _stops(self, req: GenerationRequest, decoding: Decoding) -> Callable[[str], bool]:
+        """Whether the shared stopping rule ends a row whose returned text so far is ``text``."""
+        def stop_when(text: str) -> bool:
+            row = RowState.for_request(decoding, self._tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
+            return any(row.push(t, self._eos) for t in self._tok.encode(text, add_special_tokens=False))
+        return stop_when
+
+    def _complete(self, prompt: list[int] | str, budget: int, stop_when: Callable[[str], bool] | None = None) -> dict:
         body = {**self.sampling, "model": self.model, "prompt": prompt, "max_tokens": budget, "stream": False}
         if self.output_ids == "server":
             body["return_token_ids"] = True
-        choices = self.client.request("POST", "/completions", body).get("choices") or []
+        # Streaming lets the row end where RowState ends it instead of at the server's budget; with
+        # the server's own ids the answer is read whole (ids are not streamed by every server).
+        streamed = stop_when if self.stream and self.output_ids != "server" else None
+        choices = self.client.request("POST", "/completions", body, stop_when=streamed).get("choices") or []
         if not choices or not isinstance(choices[0], dict):
             raise ServerError(f"a completion came back without choices (model '{self.model}')")
         return choices[0]
@@ -361,6 +415,9 @@ class OpenAIBackend(Backend):
             if reason:
                 return Generation(row.new, reason)
         finish = choice.get("finish_reason")
+        if finish == "client_stop":   # cut by the same rule on the text, which re-encodes differently
+            raise ServerError("a streamed completion was cut by the stopping rule, which its re-encoded text "
+                              "does not reproduce; set options.stream = false")
         if finish not in ("stop", "length"):
             raise ServerError(f"the server ended a completion with finish_reason={finish!r}")
         return Generation(row.new, "eos" if finish == "stop" else "length")
@@ -376,7 +433,8 @@ class OpenAIBackend(Backend):
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai")
         try:
             futures: dict[Future, int] = {
-                pool.submit(self._complete, prompts[i], r.max_new_tokens or decoding.max_new_tokens): i
+                pool.submit(self._complete, prompts[i], r.max_new_tokens or decoding.max_new_tokens,
+                            self._stops(r, decoding)): i
                 for i, r in enumerate(requests)}
             for fut in as_completed(futures):
                 i = futures[fut]
