@@ -52,6 +52,8 @@ dtype = "{dtype}"
 [decoding]
 max_new_tokens = {max_new}
 batch_size = {batch_size}
+[[priors]]
+strategy = "none"
 {task}
 """
 TRANSLATION = """[task]
@@ -61,8 +63,6 @@ targets = ["{tgt}"]
 flores = "{data}/flores200"
 split = "dev"
 n = {n}
-[[priors]]
-strategy = "none"
 [[priors]]
 strategy = "pseudo"
 k = 2
@@ -81,8 +81,6 @@ data = "{data}/ud-2.5"
 answer_format = "tags"
 shots = 3
 n = {n}
-[[priors]]
-strategy = "none"
 [[priors]]
 strategy = "pseudo"
 k = 2

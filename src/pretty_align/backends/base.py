@@ -95,7 +95,18 @@ class Backend(ABC):
                  on_done: OnDone | None = None) -> list[Generation]: ...
 
     def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
-        raise CapabilityError(f"backend '{self.registry_name}' cannot score answers (exact_scoring=False)")
+        """Teacher-force ``answer_ids`` after ``prompt_ids``: the ``token_stats`` of the full
+        distributions ``answer_logprobs`` gives (backends with exact scoring); others override it
+        or refuse."""
+        import torch
+
+        if not self.capabilities.exact_scoring:
+            raise CapabilityError(f"backend '{self.registry_name}' cannot score answers (exact_scoring=False)")
+        if not answer_ids:
+            return ScoreResult([], [], [])
+        logp = torch.cat([lp for _, _, lp in self.answer_logprobs([(prompt_ids, answer_ids)])])
+        chosen, ranks, top = token_stats(logp, answer_ids, top_k)
+        return ScoreResult(chosen.tolist(), ranks.tolist(), top.tolist())
 
     def answer_logprobs(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
                         chunk: int = 256) -> Iterator[tuple[int, int, Any]]:

@@ -26,7 +26,7 @@ from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, cache_dir, dir_sha256, resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult, token_stats
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
 
 log = logging.getLogger(__name__)
 REFILL_DIVISOR = 2  # refill once batch_size // 2 slots are free
@@ -219,16 +219,6 @@ class HFBackend(Backend):
         return ids
 
     # -- scoring -----------------------------------------------------------------------------
-    def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
-        """Teacher-force ``answer_ids`` after ``prompt_ids`` in one forward pass."""
-        import torch
-
-        if not answer_ids:
-            return ScoreResult([], [], [])
-        logp = torch.cat([lp for _, _, lp in self.answer_logprobs([(prompt_ids, answer_ids)])])
-        chosen, ranks, top = token_stats(logp, answer_ids, top_k)
-        return ScoreResult(chosen.tolist(), ranks.tolist(), top.tolist())
-
     def answer_logprobs(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
                         chunk: int = 256) -> Iterator[tuple[int, int, Any]]:
         """See ``Backend.answer_logprobs``: right-padded batches, one decoder pass each, the output

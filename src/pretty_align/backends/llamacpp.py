@@ -44,7 +44,7 @@ from ..decoding import Decoding, RowState
 from ..errors import CapabilityError, InputError, MissingDependencyError, PrettyAlignError
 from ..models import resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult, token_stats
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -284,16 +284,6 @@ class LlamaCppBackend(Backend):
             if j:
                 self._step(answer_ids[j - 1])
             yield self._logits().copy()
-
-    def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
-        """Log-prob, full-vocabulary rank and top-k ids of each answer token after the prompt."""
-        import torch
-
-        if not answer_ids:
-            return ScoreResult([], [], [])
-        logp = torch.cat([lp for _, _, lp in self.answer_logprobs([(prompt_ids, answer_ids)])])
-        chosen, ranks, top = token_stats(logp, answer_ids, top_k)
-        return ScoreResult(chosen.tolist(), ranks.tolist(), top.tolist())
 
     def answer_logprobs(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
                         chunk: int = 256) -> Iterator[tuple[int, int, Any]]:

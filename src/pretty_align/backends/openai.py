@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 PROMPT_FORMATS = ("auto", "ids", "text")
 MODEL_FIELDS = ("id", "root", "parent", "owned_by", "max_model_len")   # stable /v1/models fields
 DEFAULT_EXTRA_BODY = {"repeat_penalty": 1.0}
+LOOP_CHECK_EVERY = 8   # streamed chunks between full checks of the stopping rule (see OpenAIBackend._stops)
 
 
 class ServerError(PrettyAlignError):
@@ -384,7 +385,14 @@ class OpenAIBackend(Backend):
 
     def _stops(self, req: GenerationRequest, decoding: Decoding) -> Callable[[str], bool]:
         """Whether the shared stopping rule ends a row whose returned text so far is ``text``."""
+        calls = itertools.count(1)
+
         def stop_when(text: str) -> bool:
+            # Re-encoding the whole text at every streamed token is quadratic; a stop string is
+            # seen at once, and the loop guard every LOOP_CHECK_EVERY chunks. Checking late is safe:
+            # the row is cut where the rule first fires in whatever text has arrived.
+            if next(calls) % LOOP_CHECK_EVERY and not any(st in text for st in decoding.stop):
+                return False
             row = RowState.for_request(decoding, self._tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
             return any(row.push(t, self._eos) for t in self._tok.encode(text, add_special_tokens=False))
         return stop_when
