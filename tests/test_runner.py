@@ -15,7 +15,7 @@ import pytest
 from pretty_align.experiment.config import load_config
 from pretty_align.experiment.report import compute, to_markdown, write_report
 from pretty_align.experiment.runner import Runner
-from pretty_align.experiment.store import DuplicateResultError, Store
+from pretty_align.experiment.store import Store
 
 CONFIG = """
 name = "t"
@@ -143,9 +143,8 @@ def test_store_never_overwrites(tmp_path):
     row = dict(key="k1", condition="c", tgt="deu_Latn", example_id="e", source="s", reference="r", output="o",
                prior_text="", prior_ids=[], prior_fell_back=0, provenance={}, new_tokens=1, stop_reason="stop",
                truncated=0, detected_lang="de", signature={})
-    store.insert_results([row])
-    with pytest.raises(DuplicateResultError):
-        store.insert_results([{**row, "output": "changed"}])
+    assert store.insert_results([row]) == []
+    assert store.insert_results([{**row, "output": "changed"}]) == ["k1"]   # kept, never overwritten
     assert store.db.execute("SELECT output FROM results").fetchall() == [("o",)]
 
 
@@ -183,8 +182,9 @@ def test_model_prior_from_a_chat_model_goes_through_text(tmp_path):
     with pytest.raises(Exception, match="tokenizer"):
         from pretty_align.backends.fake import CharTokenizer
 
-        class Other(CharTokenizer):
-            pass
+        class Other(CharTokenizer):   # other ids for the same text: another vocabulary
+            def encode(self, text, add_special_tokens=True):
+                return [i + 1 for i in super().encode(text, add_special_tokens)]
 
         make_prior("sft", k=1, answerer=answerer).build([], Other())
 

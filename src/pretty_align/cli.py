@@ -62,6 +62,10 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         flores: Optional[Path] = typer.Option(None, "--flores", help="FLORES directory (overrides task.flores)."),
         backend: Optional[str] = typer.Option(None, "--backend", help="Base model backend (overrides base.backend): "
                                               "hf, llamacpp, openai, vllm; options via --set base.options.NAME=V."),
+        reuse_from: Optional[str] = typer.Option(None, "--reuse-from", metavar="REVISION",
+                                                 help="Take rows that other code (a revision or source hash "
+                                                      "shown in a report's Code section) stored for this plan "
+                                                      "instead of regenerating them; the report says so."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         quiet: bool = typer.Option(False, help="Do not print the report.")) -> None:
     """Run (or resume) every condition of CONFIG, store each result, and write the report."""
@@ -72,11 +76,13 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         cfg = _experiment_config(config, set_, flores, backend)
         start = time.time()
         runner = Runner(cfg)
-        summary = runner.run(progress=progress)
+        summary = runner.run(progress=progress, reuse_from=reuse_from)
         md, _ = write_report(runner.store, cfg.name, cfg.report_path)
     except (PrettyAlignError, KeyError) as e:
         _fail(e)
-    console.print(f"{summary.produced} results produced, {summary.skipped} already stored, "
+    extra = "".join(f", {n} {what}" for n, what in ((summary.reused, f"reused from {reuse_from}"),
+                                                      (summary.by_other, "stored first by another process")) if n)
+    console.print(f"{summary.produced} results produced, {summary.skipped} already stored{extra}, "
                   f"{summary.truncated} prompts truncated, {time.time() - start:.0f}s; store {summary.store}; "
                   f"report {md}")
     if not quiet:

@@ -36,3 +36,12 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def keyword_params(func: Callable, exclude: tuple[str, ...] = ("self",)) -> list[str]:
+    """Names ``func`` accepts by keyword (no ``*args``/``**kwargs``), e.g. a registered class's
+    ``__init__``: what a config may set for it."""
+    import inspect
+
+    return [p.name for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in exclude]

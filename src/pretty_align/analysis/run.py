@@ -19,7 +19,7 @@ from ..errors import CapabilityError, InputError
 from ..experiment.config import ExperimentConfig, PriorConfig
 from ..experiment.runner import Runner, example_key_part
 from ..progress import progress_bar
-from ..experiment.signature import content_hash, package_versions
+from ..experiment.signature import code_signature, content_hash, package_versions
 from .decision import compare, compare_text
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,16 @@ class Analysis:
         return {"analysis": "decision-space", "mode": self.mode, "top_k": self.acfg.top_k,
                 "base": self.base.signature(), "sft": self.sft.signature(),
                 "sft_decoding": self.sft.decoding.signature(), "task": self.runner.task.signature(),
-                "packages": package_versions()}
+                "packages": package_versions(), "code": code_signature()}
 
     def plan(self) -> list[tuple[str, Any]]:
         """(key, example) for every example of every target language, in order."""
         sig = self.signature()
         out = []
         for tgt in self.runner.targets:
+            task = self.runner.task.signature(tgt)   # what the target's prompts depend on (POS demonstrations)
             for ex in self.runner.examples[tgt.code]:
-                out.append((content_hash({"sig": sig, "example": example_key_part(ex)}), ex))
+                out.append((content_hash({"sig": sig, "task": task, "example": example_key_part(ex)}), ex))
         return out
 
     def run(self, *, progress: bool = True) -> AnalysisSummary:

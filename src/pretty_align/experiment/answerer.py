@@ -4,7 +4,7 @@ Every generation in pretty-align goes through ``Answerer.answer``: base-model co
 reference model's own answers and the ``model`` prior alike. It renders prompts (plain or through
 the chat template), truncates over-long sources with a warning, appends prior ids at the boundary,
 calls the backend in batches and renders the text once. Raw generations are cached by a content
-hash of (model, prompt ids, prior ids, decoding) in an optional store, so a model prior reuses the
+hash of (model, prompt ids, prior ids, decoding, package versions, code) in an optional store, so a model prior reuses the
 reference model's answers and a killed run does not redo them.
 """
 
@@ -19,7 +19,7 @@ from ..boundary import Prompt, encode_prompt, render_output, tokenizer_fingerpri
 from ..decoding import Decoding
 from ..errors import InputError
 from ..tasks.base import Example, Task
-from .signature import content_hash
+from .signature import code_signature, content_hash, package_versions
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,10 @@ class Answerer:
         return out  # type: ignore[return-value]
 
     def _gen_key(self, req: GenerationRequest) -> str:
+        # the code is in the key: a backend's decode loop or the stopping rule may change outputs
         return content_hash({"model": self.signature(), "decoding": self.decoding.signature(),
-                             "input": req.input_ids,
-                             "budget": req.max_new_tokens})
+                             "input": req.input_ids, "budget": req.max_new_tokens,
+                             "packages": package_versions(), "code": code_signature()})
 
     def _generate_cached(self, reqs: list[GenerationRequest], done: Callable[[int, list[int], str], None]) -> None:
         keys = [self._gen_key(r) for r in reqs]

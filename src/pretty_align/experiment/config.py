@@ -11,11 +11,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..decoding import Decoding
+from ..decoding import LOOP_MIN_SPAN, Decoding
 from ..errors import InputError
 from ..languages import get_language
 
@@ -26,106 +26,142 @@ else:  # pragma: no cover
 
 
 class _Strict(BaseModel):
+    """Unknown keys are refused; every number has a range and every choice its values, so a
+    nonsense config fails at load, naming the field, instead of running."""
+
     model_config = ConfigDict(extra="forbid")
 
 
+Dtype = Literal["float32", "bfloat16", "float16"]
+NonEmpty = Annotated[str, Field(min_length=1)]
+Count = Annotated[int, Field(ge=1)]
+
+
+def _registered(kind: str, name: str) -> str:
+    """``name`` if it is registered as a ``kind`` (backend, prior, task), else a ValueError listing them."""
+    from ..backends import BACKENDS
+    from ..priors import PRIORS
+    from ..tasks import TASKS
+
+    registry = {"backend": BACKENDS, "prior": PRIORS, "task": TASKS}[kind]
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind} '{name}'; available: {', '.join(registry.names())}")
+    return name
+
+
+BackendName = Annotated[str, AfterValidator(lambda v: _registered("backend", v))]
+PriorName = Annotated[str, AfterValidator(lambda v: _registered("prior", v))]
+TaskName = Annotated[str, AfterValidator(lambda v: _registered("task", v))]
+
+
 class ModelConfig(_Strict):
-    model: str
-    backend: str = "hf"
+    model: NonEmpty
+    backend: BackendName = "hf"
     adapter: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     chat: bool | None = None            # None: use the chat template when the model has one
-    options: dict[str, Any] = Field(default_factory=dict)   # extra backend options
+    options: dict[str, Any] = Field(default_factory=dict)   # extra backend options (each backend checks its own)
 
 
 class TaskConfig(_Strict):
-    name: str = "translation"
+    name: TaskName = "translation"
     source: str | None = None             # default: eng_Latn (translation), "same" (XL-Sum summarization)
-    targets: list[str]
+    targets: list[str] = Field(min_length=1)
     flores: str | None = None
-    split: str | None = None              # default: dev (translation), test (pos)
+    split: Literal["dev", "devtest", "test", "train"] | None = None   # default: dev (translation), test (pos)
     src_file: str | None = None
     ref_file: str | None = None
     hub: str | None = None
-    n: int | None = 50
-    offset: int = 0
-    template: str | None = None
-    max_prompt_tokens: int = 1024
+    n: Count | None = 50                  # examples per target; None: all
+    offset: int = Field(0, ge=0)
+    template: NonEmpty | None = None
+    max_prompt_tokens: int = Field(1024, ge=16, le=1_000_000)
     data: str | None = None               # summarization: JSONL path pattern ({tgt_iso1}, {src}, ...)
-    format: str | None = None             # summarization: "xlsum" (default) or "crosssum"
-    treebank: str | None = None           # pos: "xglue" (default) or "pud"
-    answer_format: str | None = None      # pos: "word/tag" (default) or "tags"
-    shots: int | None = None              # pos: demonstrations from another split (default 0)
-    shots_split: str | None = None        # pos: where demonstrations come from (default dev)
+    format: Literal["xlsum", "crosssum"] | None = None        # summarization (default xlsum)
+    treebank: Literal["xglue", "pud"] | None = None           # pos (default xglue)
+    answer_format: Literal["word/tag", "tags"] | None = None  # pos (default word/tag)
+    shots: int | None = Field(None, ge=0, le=64)              # pos: demonstrations from another split (default 0)
+    shots_split: Literal["dev", "test", "train"] | None = None   # pos: where demonstrations come from (default dev)
 
     @field_validator("targets")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         for code in v:
             get_language(code, field="task.targets")
-        if not v:
-            raise ValueError("at least one target language")
+        if len(set(v)) != len(v):
+            raise ValueError("a target language is listed twice")
         return v
 
 
 class DecodingConfig(_Strict):
-    max_new_tokens: int = 200
-    length_ratio: float = 2.5
-    length_slack: int = 16
-    stop: list[str] = Field(default_factory=lambda: ["\n"])
+    max_new_tokens: int = Field(200, ge=1, le=100_000)
+    length_ratio: float = Field(2.5, gt=0, le=1000)      # budget = min(max_new_tokens, ratio * source + slack)
+    length_slack: int = Field(16, ge=0, le=100_000)
+    stop: list[NonEmpty] = Field(default_factory=lambda: ["\n"])
     loop_guard: bool = True
-    loop_max_period: int = 16
-    loop_min_repeats: int = 4
-    batch_size: int = 8
+    loop_max_period: int = Field(16, ge=1, le=256)
+    loop_min_repeats: int = Field(4, ge=2, le=1000)
+    loop_min_span: int = Field(LOOP_MIN_SPAN, ge=1, le=100_000)   # tokens a loop must cover before it stops a row
+    batch_size: int = Field(8, ge=1, le=4096)
 
     def build(self) -> Decoding:
         return Decoding(**{**self.model_dump(), "stop": tuple(self.stop)})
 
 
 class PriorConfig(_Strict):
-    strategy: str
-    k: list[int] = Field(default_factory=lambda: [1])
-    name: str | None = None              # condition label; default "<strategy> k=<k>"
+    strategy: PriorName
+    k: list[Annotated[int, Field(ge=0, le=64)]] = Field(default_factory=lambda: [1], min_length=1)
+    name: NonEmpty | None = None         # condition label; default "<strategy> k=<k>"
     model: str | None = None             # model / sft priors: "reference" or a model string
-    backend: str = "hf"
+    backend: BackendName = "hf"
     chat: bool | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     dictionary: str | dict[str, str] | None = None
     stopwords: str | None = None
-    command: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    command: NonEmpty | dict[str, NonEmpty] | None = None   # a command, with {tgt_iso1}-style placeholders, or one per target
+    params: dict[str, Any] = Field(default_factory=dict)   # strategy parameters (each strategy checks its own)
 
     @field_validator("k", mode="before")
     @classmethod
     def _k_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, int) else v
+        return v if isinstance(v, (list, tuple)) else [v]
+
+    @field_validator("k")
+    @classmethod
+    def _k_distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("a value of k is listed twice")
+        return v
 
 
 class MetricsConfig(_Strict):
     comet_checkpoint: str | None = None
-    langid_langs: list[str] | None = None
+    langid_langs: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] | None = Field(None, min_length=1)
+    # "% ref" of a language whose reference score is below this is shown as n/a (ratios explode near 0)
+    ratio_floor: float = Field(1.0, ge=0)
 
 
 class AnalysisConfig(_Strict):
     """``[analysis]``: the decision-space analysis of ``pretty-align analyze`` (SPEC §5)."""
-    n: int | None = None                 # examples per language; default: task.n
-    top_k: int = Field(10, ge=1)         # the "silent majority" cut-off and the overlap size
-    priors: list[int] = Field(default_factory=lambda: [0, 1, 2])   # SFT tokens given to the base model
-    batch_size: int = Field(8, ge=1)     # examples per teacher-forced pass
+    n: Count | None = None               # examples per language; default: task.n
+    top_k: int = Field(10, ge=1, le=1000)   # the "silent majority" cut-off and the overlap size
+    priors: list[Annotated[int, Field(ge=0, le=64)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    batch_size: int = Field(8, ge=1, le=4096)   # examples per teacher-forced pass
     chunk: int = Field(256, ge=1)        # positions whose full-vocabulary log-probs are alive at once
     max_positions: int = Field(24, ge=1) # positions shown in the by-position tables and plots
     mode: Literal["auto", "exact"] = "auto"   # auto: exact when the tokenizers match, else text (approximate)
 
 
 class ExperimentConfig(_Strict):
-    name: str
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.+-]+$")   # also a file name
     store: str | None = None             # default: runs/<name>.sqlite next to the config
+    store_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"   # FULL: every commit survives a power loss
     report_dir: str | None = None        # default: runs/<name>/
     base: ModelConfig
     reference: ModelConfig | None = None
     task: TaskConfig
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
-    priors: list[PriorConfig] = Field(default_factory=lambda: [PriorConfig(strategy="none", k=[0])])
+    priors: list[PriorConfig] = Field(default_factory=lambda: [PriorConfig(strategy="none", k=[0])], min_length=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     config_dir: str = "."
@@ -185,7 +221,8 @@ def _validate(model: type[M], raw: dict[str, Any], path: Path) -> M:
         return model.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
+        # union members add their type to the location ("command.constrained-str"): keep field names
+        loc = ".".join(str(x) for x in first["loc"] if isinstance(x, int) or str(x).isidentifier())
         raise InputError(f"{first['msg']} ({len(e.errors())} error(s) in all)", path=str(path), field=loc) from None
 
 

@@ -3,8 +3,10 @@
 Conditions are the reference model's own answers (if a reference is configured) and the base
 model under each prior strategy x k. A result's key is the content hash of its condition signature
 (models and file hashes, backend, task template, decoding, prior strategy and parameters, package
-versions) and its example (id and text hashes), so re-running skips what is stored, a killed run
-resumes where it stopped, and changing anything that determines an output makes new rows.
+versions, and the source hash of the pretty-align code itself) and its example (id and text hashes),
+so re-running skips what is stored, a killed run resumes where it stopped, and changing anything
+that determines an output (code included) makes new rows. Rows made by other code are reused only
+when asked (``reuse_from``), and the report then names that code.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from ..languages import Language, get_language
 from ..metrics.offtarget import detect
 from ..priors import PRIORS, Prior, PriorItem, make_prior
 from ..progress import progress_bar
+from ..registry import keyword_params
 from ..tasks import TASKS, Example, Task
 from .answerer import Answer, Answerer
 from .config import ExperimentConfig, ModelConfig, PriorConfig
-from .signature import content_hash, package_versions, text_hash
+from .signature import code_revision, code_signature, content_hash, package_versions, text_hash
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,8 @@ class Condition:
     def _signature(self, tgt: Language) -> dict:
         a = self.answerer
         sig: dict[str, Any] = {"role": "reference" if self.prior is None else "base", "model": a.signature(),
-                               "task": a.task.signature(), "decoding": a.decoding.signature(),
-                               "packages": package_versions()}
+                               "task": a.task.signature(tgt), "decoding": a.decoding.signature(),
+                               "packages": package_versions(), "code": code_signature()}
         if self.prior is not None:
             sig["prior"] = self.prior.signature(self.answerer.task.source_language(tgt), tgt)
         return sig
@@ -70,6 +73,8 @@ class RunSummary:
     total: int
     produced: int = 0
     skipped: int = 0
+    reused: int = 0                 # rows made by other code, taken with reuse_from
+    by_other: int = 0               # rows another process on the same store stored first
     truncated: int = 0
     conditions: list[str] = field(default_factory=list)
 
@@ -80,15 +85,17 @@ def example_key_part(ex: Example) -> dict:
 
 
 def build_task(cfg: ExperimentConfig) -> Task:
-    t = cfg.task
-    kwargs: dict[str, Any] = dict(flores=t.flores, src_file=t.src_file, ref_file=t.ref_file, hub=t.hub,
-                                  n=t.n, offset=t.offset)
-    for name in ("source", "split", "data", "format", "treebank", "answer_format", "shots", "shots_split"):   # unset: the task's default
-        if getattr(t, name) is not None:
-            kwargs[name] = getattr(t, name)
-    if t.template:
-        kwargs["template"] = t.template
-    return TASKS.get(t.name)(**kwargs)
+    """The configured task. Fields left unset take the task's defaults; a field the task does not
+    take (e.g. ``flores`` for POS tagging) is refused, naming the fields it does take."""
+    cls = TASKS.get(cfg.task.name)
+    given = cfg.task.model_dump(exclude={"name", "targets", "max_prompt_tokens"}, exclude_none=True)
+    accepted = keyword_params(cls.__init__)
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise InputError(f"task '{cfg.task.name}' takes no field '{unknown[0]}'; its fields: "
+                         f"{', '.join(sorted(set(accepted) | {'targets', 'max_prompt_tokens'}))}",
+                         field=f"task.{unknown[0]}")
+    return cls(**given)
 
 
 class Runner:
@@ -99,7 +106,7 @@ class Runner:
         self.targets = [get_language(code, field="task.targets") for code in cfg.task.targets]
         # Read and validate all data before loading any model: bad input fails in seconds.
         self.examples = {tgt.code: list(self.task.examples(tgt)) for tgt in self.targets}
-        self.store = Store(cfg.store_path)
+        self.store = Store(cfg.store_path, synchronous=cfg.store_synchronous)
         self._factory = backend_factory
         self._answerers: dict[str, Answerer] = {}
         self.base = self._answerer(cfg.base)
@@ -132,7 +139,9 @@ class Runner:
         task_specific = f"{self.task.registry_name}-{pc.strategy}"   # e.g. pos-pseudo: a tag lexicon
         if task_specific in PRIORS:
             strategy, params["task"] = task_specific, self.task
-        return make_prior(strategy, k=k, **params)
+        prior = make_prior(strategy, k=k, **params)
+        prior.check_languages([(self.task.source_language(t), t) for t in self.targets])
+        return prior
 
     def _conditions(self) -> list[Condition]:
         out = []
@@ -151,30 +160,50 @@ class Runner:
                              field="priors")
         return out
 
-    def plan(self) -> list[Work]:
+    def plan(self, code: dict | None = None) -> list[Work]:
+        """Every output of the run with its key; ``code`` replaces the running code's signature
+        (the keys that code would have given)."""
         work = []
         for cond in self.conditions:
             for tgt in self.targets:
-                sig = cond.signature(tgt)
+                sig = cond.signature(tgt) if code is None else {**cond.signature(tgt), "code": code}
                 for i, ex in enumerate(self.examples[tgt.code]):
                     work.append(Work(cond, tgt, i, ex, content_hash({"condition": sig, "example": example_key_part(ex)})))
         return work
 
-    def run(self, *, progress: bool = True) -> RunSummary:
+    def _reuse(self, work: list[Work], done: set[str], revision: str) -> list[Work]:
+        """``work`` with each missing row replaced by the row that the code ``revision`` stored
+        for it, where there is one (``--reuse-from``)."""
+        old = self.plan(self.store.code_of(revision))
+        found = self.store.existing_keys(o.key for w, o in zip(work, old) if w.key not in done)
+        return [o if w.key not in done and o.key in found else w for w, o in zip(work, old)]
+
+    def run(self, *, progress: bool = True, reuse_from: str | None = None) -> RunSummary:
+        """Produce every missing row. ``reuse_from``: take a missing row from the rows that the code
+        named by this revision stored (explicit only: by default, rows of other code are never used)."""
         work = self.plan()
-        self.store.set_manifest(self.cfg.name, self.cfg.model_dump(),
-                                [(w.cond.label, w.tgt.code, w.idx, w.key) for w in work])
         done = self.store.existing_keys(w.key for w in work)
-        summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(done),
-                             conditions=[c.label for c in self.conditions])
+        reused = 0
+        if reuse_from:
+            mine = {w.key for w in work}
+            work = self._reuse(work, done, reuse_from)
+            reused = sum(w.key not in mine for w in work)
+            done |= {w.key for w in work if w.key not in mine}
+        self.store.set_manifest(self.cfg.name, {**self.cfg.model_dump(), "code": code_signature(),
+                                                "code_revision": code_revision(), "reuse_from": reuse_from},
+                                [(w.cond.label, w.tgt.code, w.idx, w.key) for w in work])
+        summary = RunSummary(self.cfg.name, str(self.store.path), len(work), skipped=len(done) - reused,
+                             reused=reused, conditions=[c.label for c in self.conditions])
         desc = f"generating ({summary.skipped} already stored)" if summary.skipped else "generating"
         by_slot = {(w.cond.label, w.tgt.code, w.idx): w for w in work}
         with progress_bar(progress, len(work) - len(done), description=desc) as advance:
             def store(w: Work, row: dict) -> None:
                 if w.key not in done:  # regenerated for batch composition only: not stored twice
-                    self.store.insert_results([row])
+                    if self.store.insert_results([row]):
+                        summary.by_other += 1     # another process on this store was first
+                    else:
+                        summary.produced += 1
                     done.add(w.key)
-                    summary.produced += 1
                     advance(1, f"{w.cond.label} -> {w.tgt.code}")
 
             for group in self._groups():  # reference first: model priors reuse its cached answers
@@ -231,12 +260,12 @@ class Runner:
                 "prior_fell_back": int(p.fell_back) if p else 0, "provenance": p.provenance if p else {},
                 "new_tokens": len(ans.new_ids), "stop_reason": ans.stop_reason, "truncated": int(ans.truncated),
                 "detected_lang": detect([ans.text], self.cfg.metrics.langid_langs)[0],
-                "signature": w.cond.signature(tgt)})
+                "signature": w.cond.signature(tgt), "code_revision": code_revision()})
 
         answerer.answer([w.example for w in items], [p.ids if p else [] for p in priors], on_answer=row)
 
 
-def run_experiment(cfg: ExperimentConfig, *, progress: bool = True,
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, reuse_from: str | None = None,
                    backend_factory: Callable[..., Backend] = load_backend) -> RunSummary:
     """Run (or resume) every condition of ``cfg``; returns counts. Reports: ``report.write_report``."""
-    return Runner(cfg, backend_factory=backend_factory).run(progress=progress)
+    return Runner(cfg, backend_factory=backend_factory).run(progress=progress, reuse_from=reuse_from)

@@ -1,8 +1,10 @@
 """The SQLite result store (non-negotiable 3: nothing is lost).
 
 * ``results``: one row per (condition, example) output, keyed by the content hash of everything
-  that determines it. Rows are inserted once, committed as they are produced, and never updated:
-  inserting an existing key raises ``DuplicateResultError`` instead of overwriting.
+  that determines it, the code included. Rows are inserted once, committed as they are produced,
+  and never updated: inserting an existing key keeps the stored row (``insert_results`` returns
+  the keys it found there), so two processes on one store both finish and each row is stored once.
+  ``code_revision`` names the code that made a row, for reports (its source hash is in the key).
 * ``generations``: a cache of raw generations keyed by (model signature, input ids, decoding), so a
   model prior reuses the reference model's answers and a killed run does not redo them.
 * ``manifest``: which keys make up a named run (rewritten at each ``run``); reports join it with
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS results (
   truncated INTEGER NOT NULL,
   detected_lang TEXT NOT NULL,
   signature TEXT NOT NULL,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  code_revision TEXT
 );
 CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS manifest (
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS analysis_runs (run TEXT PRIMARY KEY, signature TEXT N
 
 RESULT_FIELDS = ("key", "condition", "tgt", "example_id", "source", "reference", "output", "prior_text",
                  "prior_ids", "prior_fell_back", "provenance", "new_tokens", "stop_reason", "truncated",
-                 "detected_lang", "signature", "created")
+                 "detected_lang", "signature", "created", "code_revision")
+SYNCHRONOUS = ("NORMAL", "FULL")
 
 
 class DuplicateResultError(PrettyAlignError):
@@ -70,13 +74,25 @@ class DuplicateResultError(PrettyAlignError):
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    """Durability: every batch of rows is committed before the next is generated. In WAL mode a
+    killed process (even ``kill -9``) loses nothing committed. With ``synchronous="NORMAL"`` (the
+    default) a power loss or OS crash may lose the last few commits (never corrupt the file);
+    ``"FULL"`` makes every commit durable at the cost of an fsync per commit."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise PrettyAlignError(f"store synchronous mode '{synchronous}' is not one of {SYNCHRONOUS}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=30)
+        # timeout: how long a writer waits for another process's transaction (two runs on one store)
+        self.db = sqlite3.connect(str(self.path), timeout=60)
         self.db.execute("PRAGMA journal_mode=WAL")    # a reader (report) never blocks the writer
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
-        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        with self.db:
+            self.db.executescript(SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+            if "code_revision" not in columns:   # a store written before rows named their code
+                self.db.execute("ALTER TABLE results ADD COLUMN code_revision TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -99,23 +115,40 @@ class Store:
     def existing_keys(self, keys: Iterable[str]) -> set[str]:
         return self._present("results", keys)
 
-    def insert_results(self, rows: list[dict[str, Any]]) -> None:
-        """Insert and commit a batch of rows atomically; an existing key raises."""
+    def insert_results(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Insert and commit a batch of rows atomically. A key that is already stored (by another
+        process on this store, which made the same row) keeps its row: nothing is overwritten.
+        Returns those keys."""
         now = time.time()
         values = []
         for row in rows:
-            row = {**row, "created": now}
+            row = {"code_revision": None, **row, "created": now}
             for f in ("prior_ids", "provenance", "signature"):
                 if not isinstance(row[f], str):
                     row[f] = json.dumps(row[f], ensure_ascii=False, sort_keys=True)
             values.append(tuple(row[f] for f in RESULT_FIELDS))
-        try:
-            with self.db:
-                self.db.executemany(f"INSERT INTO results ({','.join(RESULT_FIELDS)}) VALUES "
-                                    f"({','.join('?' * len(RESULT_FIELDS))})", values)
-        except sqlite3.IntegrityError as e:
-            raise DuplicateResultError(f"{self.path}: a result with one of these keys already exists ({e}); "
-                                       "results are never overwritten") from e
+        with self.db:   # one write transaction: the check and the inserts see the same store
+            self.db.execute("BEGIN IMMEDIATE")
+            present = sorted(self._present("results", [v[0] for v in values]))
+            self.db.executemany(f"INSERT OR IGNORE INTO results ({','.join(RESULT_FIELDS)}) VALUES "
+                                f"({','.join('?' * len(RESULT_FIELDS))})", values)
+        return present
+
+    def code_of(self, revision: str) -> dict[str, Any]:
+        """The ``code`` signature of stored rows made by ``revision`` (a code revision as reports
+        show it, or a prefix of at least 7 characters of its source hash). Raises, listing what the
+        store holds, unless exactly one code matches."""
+        found = [(rev, json.loads(code) if code else {}) for rev, code in self.db.execute(
+            "SELECT DISTINCT code_revision, json_extract(signature, '$.code') FROM results "
+            "WHERE code_revision IS NOT NULL")]
+        hits = {json.dumps(c, sort_keys=True): c for rev, c in found
+                if revision == rev or (len(revision) >= 7 and c.get("source_sha256", "").startswith(revision))}
+        if len(hits) != 1:
+            what = "matches several codes (give a source hash)" if hits else "matches no stored row"
+            raise PrettyAlignError(f"{self.path}: revision '{revision}' {what}; stored rows come from: "
+                                   + (", ".join(f"{r} (source {c.get('source_sha256')})" for r, c in found)
+                                      or "no named revision"))
+        return next(iter(hits.values()))
 
     def rows(self, run: str) -> list[dict[str, Any]]:
         """The rows of a run in manifest order (condition, tgt, idx); missing ones are skipped."""

@@ -66,6 +66,10 @@ class Prior(ABC):
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
         """Priors for a batch of examples, in order, as ids of ``tokenizer`` (the base model's)."""
 
+    def check_languages(self, pairs: Sequence[tuple[Language, Language]]) -> None:
+        """Called by the runner once, with every (source, target) pair of the run, before any model
+        is loaded; raise InputError for a pair this prior cannot serve. Default: serves all."""
+
     def signature(self, src: Language, tgt: Language) -> dict:
         """Strategy, k and every parameter that changes its output for ``src -> tgt``
         (file hashes, not paths)."""

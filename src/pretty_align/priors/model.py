@@ -59,7 +59,7 @@ class ModelPrior(Prior):
 
     def signature(self, src: Language, tgt: Language) -> dict:
         return {"strategy": self.registry_name, "k": self.k, "model": self.answerer.signature(),
-                "decoding": self.answerer.decoding.signature(), "task": self.answerer.task.signature()}
+                "decoding": self.answerer.decoding.signature(), "task": self.answerer.task.signature(tgt)}
 
 
 @PRIORS.register("sft")

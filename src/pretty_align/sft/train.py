@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
-from ..experiment.signature import content_hash, package_versions
+from ..experiment.signature import code_revision, content_hash, package_versions
 from ..languages import get_language
 from ..progress import progress_bar
 from ..tasks.base import check_template
@@ -322,7 +322,7 @@ class Trainer:
             for entry in state.history:
                 f.write(json.dumps(entry) + "\n")
         write_card(adapter, self.cfg, state, split, resolved=self.resolved, pairs=self.pairs_available,
-                   fingerprint=self.fingerprint, versions=package_versions())
+                   fingerprint=self.fingerprint, versions={**package_versions(), "pretty-align": code_revision()})
         return adapter
 
 

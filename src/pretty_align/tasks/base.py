@@ -69,5 +69,6 @@ class Task(ABC):
         return text.strip()
 
     @abstractmethod
-    def signature(self) -> dict:
-        """Task name, template and data identity, for result keys."""
+    def signature(self, tgt: Language | None = None) -> dict:
+        """Task name, template and data identity, for result keys. With ``tgt``, also everything
+        the prompts for that target depend on besides the example itself (POS demonstrations)."""

@@ -27,6 +27,7 @@ from typing import Iterator
 
 from ..errors import InputError
 from ..languages import Language
+from ..models import file_sha256
 from . import TASKS
 from .base import Example, Task, check_template, first_answer_line
 from .conll import UPOS, TaggedSentence, read_conllu
@@ -66,7 +67,7 @@ def treebank_path(root: str, tgt: Language, treebank: str, split: str) -> Path:
 class POSTask(Task):
     def __init__(self, source: str = "same", *, data: str | None = None, treebank: str = "xglue",
                  split: str = "test", answer_format: str = "word/tag", n: int | None = None, offset: int = 0,
-                 template: str = DEFAULT_TEMPLATE, shots: int = 0, shots_split: str = "dev", **_: object) -> None:
+                 template: str = DEFAULT_TEMPLATE, shots: int = 0, shots_split: str = "dev") -> None:
         if not data:
             raise InputError("POS tagging needs task.data: the UD v2.5 root (e.g. ../shared/data/ud-2.5) or a "
                              ".conllu path pattern", field="task.data")
@@ -130,7 +131,12 @@ class POSTask(Task):
     def clean_answer(self, text: str, example: Example) -> str:
         return first_answer_line(text)
 
-    def signature(self) -> dict:
-        return {"task": "pos", "treebank": self.treebank, "split": self.split, "answer_format": self.answer_format,
-                "shots": self.shots, "shots_split": self.shots_split if self.shots else None,
-                "template": self.template, "template_sha256": hashlib.sha256(self.template.encode()).hexdigest()[:16]}
+    def signature(self, tgt: Language | None = None) -> dict:
+        sig = {"task": "pos", "treebank": self.treebank, "split": self.split, "answer_format": self.answer_format,
+               "shots": self.shots, "shots_split": self.shots_split if self.shots else None,
+               "template": self.template, "template_sha256": hashlib.sha256(self.template.encode()).hexdigest()[:16]}
+        if tgt is not None and self.shots:   # the demonstrations are in every prompt: their text and file
+            path = treebank_path(self.data, tgt, "xglue", self.shots_split)  # type: ignore[arg-type]
+            sig["demos"] = {"file": f"{path.parent.name}/{path.name}", "file_sha256": file_sha256(path)[:16],
+                            "sha256": hashlib.sha256(self.demos(tgt).encode()).hexdigest()[:16]}
+        return sig

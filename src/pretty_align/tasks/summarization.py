@@ -84,7 +84,7 @@ def read_jsonl(path: Path, fmt: str) -> list[tuple[str, str, str, dict]]:
 @TASKS.register("summarization")
 class SummarizationTask(Task):
     def __init__(self, source: str = SAME, *, data: str | None = None, format: str = "xlsum", n: int | None = None,
-                 offset: int = 0, template: str = DEFAULT_TEMPLATE, **_: object) -> None:
+                 offset: int = 0, template: str = DEFAULT_TEMPLATE) -> None:
         if format not in {"xlsum", "crosssum"}:
             raise InputError(f"format '{format}' is not 'xlsum' or 'crosssum'", field="task.format")
         if not data:
@@ -115,6 +115,6 @@ class SummarizationTask(Task):
     def clean_answer(self, text: str, example: Example) -> str:
         return first_answer_line(text, "Summary:")
 
-    def signature(self) -> dict:
+    def signature(self, tgt: Language | None = None) -> dict:
         return {"task": "summarization", "format": self.format, "template": self.template,
                 "template_sha256": hashlib.sha256(self.template.encode()).hexdigest()[:16]}

@@ -42,7 +42,7 @@ def read_lines(path: Path, *, what: str) -> list[str]:
 class TranslationTask(Task):
     def __init__(self, source: str = "eng_Latn", *, flores: str | None = None, split: str = "dev",
                  src_file: str | None = None, ref_file: str | None = None, hub: str | None = None,
-                 texts: list[str] | None = None, n: int | None = None, offset: int = 0, template: str = DEFAULT_TEMPLATE, **_: object) -> None:
+                 texts: list[str] | None = None, n: int | None = None, offset: int = 0, template: str = DEFAULT_TEMPLATE) -> None:
         self.src = get_language(source, field="task.source")
         if split not in {"dev", "devtest"} and flores:
             raise InputError(f"split '{split}' is not 'dev' or 'devtest'", field="task.split")
@@ -126,6 +126,6 @@ class TranslationTask(Task):
                 text = text[1:-1].strip()
         return text
 
-    def signature(self) -> dict:
+    def signature(self, tgt: Language | None = None) -> dict:
         return {"task": "translation", "template_sha256": hashlib.sha256(self.template.encode()).hexdigest()[:16],
                 "template": self.template, "split": self.split}
