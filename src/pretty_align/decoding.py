@@ -9,13 +9,25 @@ from typing import Sequence
 from .boundary import Tokenizer
 
 
+# The loop guard's defaults, chosen on gold data (benchmarks/loop_guard.py --check-gold replays every
+# gold POS answer and FLORES devtest reference, with the budget each would get, through the rule on
+# the real gemma tokenizer). Legitimate repetition is common in POS answers ("NOUN NOUN NOUN NOUN",
+# "PROPN PUNCT" x 18 in a list of names) and indistinguishable from a loop by content alone, so a
+# loop must also be long (LOOP_MIN_SPAN tokens) and come late (past LOOP_AFTER of the row's budget,
+# where a correct answer has usually ended).
+LOOP_MIN_SPAN = 32
+LOOP_AFTER = 0.5
+
+
 @dataclass(frozen=True)
 class Decoding:
     """Greedy decoding settings. Part of every result's signature.
 
     ``max_new_tokens`` is a hard cap; the per-example budget is
     ``min(max_new_tokens, ceil(ratio * source_tokens) + slack)`` so a repetition loop on a short
-    sentence cannot run to the cap.
+    sentence cannot run to the cap. The loop guard (``find_loop``) stops a row whose tail is a
+    cycle of at most ``loop_max_period`` tokens repeated ``loop_min_repeats`` times over at least
+    ``loop_min_span`` tokens, once the row is past ``loop_after`` of its budget.
     """
 
     max_new_tokens: int = 200
@@ -25,6 +37,8 @@ class Decoding:
     loop_guard: bool = True
     loop_max_period: int = 16
     loop_min_repeats: int = 4
+    loop_min_span: int = LOOP_MIN_SPAN
+    loop_after: float = LOOP_AFTER
     batch_size: int = 8
     strategy: str = "greedy"
 
@@ -47,7 +61,7 @@ class RowState:
     leading whitespace is not content (a model may start its answer on a new line), so stops are
     looked for after it; with a prior, a newline right after the prior ends the row (an empty
     continuation is a real failure mode that must show in the results). On a loop, one copy of
-    the repeated cycle is kept.
+    the repeated cycle is kept (see ``find_loop`` for what counts as a loop).
     """
 
     decoding: Decoding
@@ -55,6 +69,9 @@ class RowState:
     budget: int
     lead_ok: bool = True
     new: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.loop_from = math.ceil(self.decoding.loop_after * self.budget)   # the guard's first position
 
     @classmethod
     def for_request(cls, decoding: Decoding, tokenizer: Tokenizer, budget: int | None,
@@ -70,28 +87,38 @@ class RowState:
             text = self.tokenizer.decode(self.new, skip_special_tokens=True)
             if any(s in (text.lstrip() if self.lead_ok else text) for s in d.stop):
                 return "stop"
-        if d.loop_guard and loop_period(self.new, d.loop_max_period, d.loop_min_repeats):
-            self.new = trim_loop(self.new, d.loop_max_period, d.loop_min_repeats)
+        loop = (d.loop_guard and len(self.new) >= self.loop_from
+                and find_loop(self.new, d.loop_max_period, d.loop_min_repeats, d.loop_min_span))
+        if loop:
+            del self.new[loop_start(self.new, *loop) + loop[0]:]   # keep one copy of the cycle
             return "loop"
         return "length" if len(self.new) >= self.budget else None
 
 
-def loop_period(ids: Sequence[int], max_period: int = 16, min_repeats: int = 4) -> int | None:
-    """The period p if the last ``p * min_repeats`` ids are one p-gram repeated, else None."""
+def find_loop(ids: Sequence[int], max_period: int = 16, min_repeats: int = 4,
+              min_span: int = LOOP_MIN_SPAN) -> tuple[int, int] | None:
+    """``(period, span)`` if the last ``span`` ids are one ``period``-gram repeated, at least
+    ``min_repeats`` times and over at least ``min_span`` ids; else None (the shortest period wins).
+
+    Both bounds must hold, so legitimate repetition survives: four equal tags or digits
+    ("NOUN NOUN NOUN NOUN", "10000" in a digit-splitting tokenizer, "ha ha ha ha") cover a few
+    tokens, while a degenerate loop keeps going until it covers ``min_span``.
+    """
     n = len(ids)
-    for p in range(1, max_period + 1):
-        span = p * min_repeats
-        if span > n:
-            break
+    for p in range(1, min(max_period, n) + 1):
+        span = p * max(min_repeats, -(-min_span // p))
+        if span > n or ids[-1] != ids[-1 - p]:   # the last id settles most periods at once
+            continue
         tail = ids[n - span:]
         if all(tail[i] == tail[i - p] for i in range(p, span)):
-            return p
+            return p, span
     return None
 
 
-def trim_loop(ids: list[int], max_period: int, min_repeats: int) -> list[int]:
-    """Keep one copy of a detected repetition loop at the end of ``ids``."""
-    p = loop_period(ids, max_period, min_repeats)
-    if p is None:
-        return ids
-    return ids[: len(ids) - p * (min_repeats - 1)]
+def loop_start(ids: Sequence[int], period: int, span: int) -> int:
+    """Where the loop that ``find_loop`` found at the end of ``ids`` begins: its span, extended
+    back for as long as the ids keep the period (a loop may have started before the guard acts)."""
+    start = len(ids) - span
+    while start > 0 and ids[start - 1] == ids[start - 1 + period]:
+        start -= 1
+    return start

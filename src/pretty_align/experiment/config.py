@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..decoding import LOOP_MIN_SPAN, Decoding
+from ..decoding import LOOP_AFTER, LOOP_MIN_SPAN, Decoding
 from ..errors import InputError
 from ..languages import get_language
 
@@ -44,8 +44,11 @@ def _registered(kind: str, name: str) -> str:
     from ..tasks import TASKS
 
     registry = {"backend": BACKENDS, "prior": PRIORS, "task": TASKS}[kind]
-    if name not in registry:
-        raise ValueError(f"unknown {registry.kind} '{name}'; available: {', '.join(registry.names())}")
+    names = registry.names()
+    if kind == "prior":   # a task-specific strategy (pos-refined) is configured by its plain name
+        names = sorted({n.split("-", 1)[1] if n.split("-", 1)[0] in TASKS else n for n in names} | set(names))
+    if name not in names:
+        raise ValueError(f"unknown {registry.kind} '{name}'; available: {', '.join(names)}")
     return name
 
 
@@ -102,6 +105,7 @@ class DecodingConfig(_Strict):
     loop_max_period: int = Field(16, ge=1, le=256)
     loop_min_repeats: int = Field(4, ge=2, le=1000)
     loop_min_span: int = Field(LOOP_MIN_SPAN, ge=1, le=100_000)   # tokens a loop must cover before it stops a row
+    loop_after: float = Field(LOOP_AFTER, ge=0, le=1)      # ... and the share of the row's budget it must be past
     batch_size: int = Field(8, ge=1, le=4096)
 
     def build(self) -> Decoding:

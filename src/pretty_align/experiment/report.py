@@ -8,7 +8,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Any, Sequence
 
 from ..languages import get_language
 from ..metrics import BLEU, ChrFpp, OffTarget, SpBLEU
@@ -62,30 +62,18 @@ def compute(store: Store, run: str) -> dict[str, Any]:
         cell: dict[str, Any] = {"n": len(rs)}
         for label, m in metrics:
             score = m.corpus_score(hyps, refs, tgt, sources=[r["source"] for r in rs])
-            cell[label] = round(score.value, 2)
+            cell[label] = score.value          # unrounded: ratios and means are computed from it
             signatures[label].add(score.signature)
             if "confusion" in score.extra:   # POS: gold>predicted counts, for the per-tag table
                 cell["confusion"] = score.extra["confusion"]
-        cell["prior fallback %"] = round(100 * mean(r["prior_fell_back"] for r in rs), 1)
+        cell["prior fallback %"] = 100 * mean(r["prior_fell_back"] for r in rs)
         cell["truncated"] = sum(r["truncated"] for r in rs)   # inputs cut to fit max_prompt_tokens
-        cell["new tokens"] = round(mean(r["new_tokens"] for r in rs), 1)
+        cell["new tokens"] = mean(r["new_tokens"] for r in rs)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
         cells[cond][tgt_code] = cell
-    ref = cells.get("reference")
-    if ref:
-        for cond in conditions:
-            for tgt_code, cell in cells[cond].items():
-                for m in ratio_metrics:
-                    base = ref.get(tgt_code, {}).get(m)
-                    cell[f"% ref {m}"] = round(100 * cell[m] / base, 1) if base else None
-    means = {}
-    for cond in conditions:
-        cs = list(cells[cond].values())
-        keys = [k for k in cs[0] if isinstance(cs[0][k], (int, float)) and k != "n"] + \
-            [k for k in cs[0] if k.startswith("% ref")]
-        # The mean of "% ref" is the mean of per-language ratios (SPEC §6), not a ratio of means.
-        means[cond] = {k: _mean([c.get(k) for c in cs]) for k in dict.fromkeys(keys)}
-        means[cond]["truncated"] = sum(c.get("truncated", 0) for c in cs)   # a count: summed, not averaged
+    means = {cond: _means(list(cells[cond].values())) for cond in conditions}
+    floor = float(mcfg.get("ratio_floor", 1.0))
+    below = ref_ratios(cells, means, ratio_metrics, floor)
     # A condition's signature can differ per target (e.g. each language's dictionary hash): keep
     # every distinct one with the targets it covers, not whichever row came last.
     model_sigs: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -98,42 +86,124 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             entry["targets"].append(r["tgt"])
     return {"run": run, "task": task, "metrics": [label for label, _ in metrics], "ratio_metrics": list(ratio_metrics),
             "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
-            "cells": cells, "means": means, "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
-            "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES)}
+            "cells": cells, "means": means, "ratio_floor": floor, "ratio_below_floor": below,
+            "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
+            "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES),
+            "code": _code(rows, config), "warnings": _warnings(model_sigs)}
 
 
-def _mean(xs: list) -> float | None:
-    vals = [x for x in xs if isinstance(x, (int, float))]
-    return round(mean(vals), 2) if vals else None
+def _means(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per numeric column, the mean over languages (counts such as ``truncated`` are summed)."""
+    keys = [k for k in cells[0] if isinstance(cells[0][k], (int, float)) and k != "n"]
+    out: dict[str, Any] = {k: mean(c[k] for c in cells) for k in keys}
+    out["truncated"] = sum(c.get("truncated", 0) for c in cells)
+    return out
+
+
+def ref_ratios(cells: dict[str, dict[str, dict[str, Any]]], means: dict[str, dict[str, Any]],
+               metrics: Sequence[str], floor: float) -> dict[str, list[str]]:
+    """Add "% ref <metric>" to every cell and mean, from unrounded scores, and return the
+    languages whose reference scores below ``floor`` per metric.
+
+    The mean's ratio is the ratio of means, 100 * mean(condition) / mean(reference) over the same
+    languages as the metric columns, so no language drops out of it and a near-zero reference in
+    one language cannot blow it up. A per-language ratio is None (shown "n/a") where the reference
+    scores below ``floor``; so is the mean's where the reference mean does.
+    """
+    ref = cells.get("reference")
+    below: dict[str, list[str]] = {}
+    if not ref:
+        return below
+    for m in metrics:
+        below[m] = [t for t, c in ref.items() if c[m] < floor]
+        for cond, by_tgt in cells.items():
+            for tgt, cell in by_tgt.items():
+                base = ref[tgt][m] if tgt in ref else None
+                cell[f"% ref {m}"] = 100 * cell[m] / base if base is not None and base >= floor else None
+            shared = [t for t in by_tgt if t in ref]
+            ref_mean = mean(ref[t][m] for t in shared) if shared else 0.0
+            means[cond][f"% ref {m}"] = (100 * mean(by_tgt[t][m] for t in shared) / ref_mean
+                                         if ref_mean >= floor and ref_mean > 0 else None)
+    return below
+
+
+def _code(rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """Which code made the rows of the run: the run's own, and any other (reused with --reuse-from)."""
+    counts = Counter((r.get("code_revision") or "unknown", (r["signature"].get("code") or {}).get("source_sha256"))
+                     for r in rows)
+    mine = (config.get("code") or {}).get("source_sha256")
+    return {"run": config.get("code_revision"), "source_sha256": mine, "reuse_from": config.get("reuse_from"),
+            "rows": [{"revision": rev, "source_sha256": sha, "rows": n, "this_run": sha == mine}
+                     for (rev, sha), n in counts.most_common()]}
+
+
+def _warnings(model_sigs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """What a reader must know about the rows' provenance (e.g. weights that cannot be identified)."""
+    out = []
+    for cond, entries in model_sigs.items():
+        for e in entries:
+            m = e["signature"].get("model") or {}
+            if m.get("backend") == "openai" and not m.get("revision") and not m.get("sha256"):
+                msg = (f"{cond}: openai-served model '{(m.get('served') or {}).get('id') or m.get('model')}' has "
+                       "neither a revision nor a sha256 (backend options `revision`, `sha256`); its results "
+                       "cannot be tied to exact weights")
+                if msg not in out:
+                    out.append(msg)
+    return out
 
 
 def _fmt(v: Any) -> str:
+    """Display form: one decimal for floats (the store and report.json keep full precision)."""
     return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _ratio_cell(cell: dict[str, Any], col: str, tgt: str, res: dict[str, Any]) -> str:
+    """A "% ref" value, or why it has none (the reference scores below the floor)."""
+    metric = col[len("% ref "):]
+    if cell.get(col) is None and tgt in res.get("ratio_below_floor", {}).get(metric, []):
+        return f"n/a (ref < {res['ratio_floor']:g})"
+    return _fmt(cell.get(col))
 
 
 def to_markdown(res: dict[str, Any]) -> str:
     truncated = any(c.get("truncated") for cs in res["cells"].values() for c in cs.values())
-    cols = list(res["metrics"]) + ([f"% ref {m}" for m in res["ratio_metrics"]] if "reference" in res["conditions"]
-                                   else []) + ["prior fallback %"] + (["truncated"] if truncated else []) + ["n"]
+    has_ref = "reference" in res["conditions"]
+    ratio_cols = [f"% ref {m}" for m in res["ratio_metrics"]] if has_ref else []
+    cols = list(res["metrics"]) + ratio_cols + ["prior fallback %"] + (["truncated"] if truncated else []) + ["n"]
     lines = [f"# pretty-align report: {res['run']}", "", f"Results stored: {res['complete']}", ""]
+    lines += [f"**Warning:** {w}" for w in res.get("warnings", [])] + ([""] if res.get("warnings") else [])
     ref = res["condition_signatures"].get("reference")
     if ref:   # say which model "% ref" is relative to (e.g. a LoRA SFT counterpart)
         m = ref[0]["signature"].get("model", {})
         adapter = f" + LoRA adapter `{m['adapter_sha256'][:16]}`" if m.get("adapter_sha256") else ""
         lines += [f"Reference model (\"% ref\"): `{m.get('model', '?')}`{adapter}", ""]
     for tgt in res["targets"]:
-        lines += [f"## {tgt}", "", "| condition | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for cond in res["conditions"]:
-            cell = res["cells"][cond].get(tgt)
-            if cell:
-                lines.append(f"| {cond} | " + " | ".join(_fmt(cell.get(c)) for c in cols) + " |")
-        lines.append("")
+        body = [[cond] + [_ratio_cell(cell, c, tgt, res) if c in ratio_cols else _fmt(cell.get(c)) for c in cols]
+                for cond in res["conditions"] if (cell := res["cells"][cond].get(tgt))]
+        lines += [f"## {tgt}", ""] + _table(["condition"] + cols, body) + [""]
     mcols = [c for c in cols if c != "n"]
-    lines += ["## Mean over languages", "", "(% ref = mean of per-language ratios)", "",
-              "| condition | " + " | ".join(mcols) + " |", "|---" * (len(mcols) + 1) + "|"]
-    for cond in res["conditions"]:
-        lines.append(f"| {cond} | " + " | ".join(_fmt(res["means"][cond].get(c)) for c in mcols) + " |")
-    lines += _per_tag_lines(res)
+    lines += ["## Mean over languages", ""]
+    if has_ref:
+        lines += [f"% ref = 100 x mean(condition) / mean(reference) over the {len(res['targets'])} languages "
+                  "(ratio of means); per-language ratios are in the next table.", ""]
+    lines += _table(["condition"] + mcols, [[cond] + [_fmt(res["means"][cond].get(c)) for c in mcols]
+                                            for cond in res["conditions"]])
+    for col in ratio_cols:
+        lines += ["", f"### {col}, per language", ""]
+        lines += _table(["condition", "mean (ratio of means)"] + res["targets"],
+                        [[cond, _fmt(res["means"][cond].get(col))]
+                         + [_ratio_cell(res["cells"][cond].get(tgt, {}), col, tgt, res) for tgt in res["targets"]]
+                         for cond in res["conditions"]])
+        low = res["ratio_below_floor"].get(col[len("% ref "):])
+        if low:
+            lines += ["", f"n/a: the reference scores below {res['ratio_floor']:g} in {', '.join(low)}, where a "
+                      "ratio says nothing (metrics.ratio_floor sets the floor); those languages still count in "
+                      "the ratio of means."]
+    lines += _per_tag_lines(res) + _code_lines(res.get("code"))
     lines += ["", "## Signatures", "", "Metrics:"]
     for label, sigs in res["metric_signatures"].items():
         lines += [f"- {label}: `{s}`" for s in sigs]
@@ -143,6 +213,20 @@ def to_markdown(res: dict[str, Any]) -> str:
             where = f" ({', '.join(e['targets'])})" if len(entries) > 1 else ""
             lines.append(f"- {cond}{where}: `{json.dumps(e['signature'], sort_keys=True, ensure_ascii=False)}`")
     return "\n".join(lines) + "\n"
+
+
+def _code_lines(code: dict[str, Any] | None) -> list[str]:
+    """Which code made the rows; rows of other code than the run's are called out."""
+    if not code or not code["rows"]:
+        return []
+    lines = ["", "## Code", ""]
+    lines += [f"- `{c['revision']}` (source `{c['source_sha256']}`): {c['rows']} rows"
+              + ("" if c["this_run"] else " **made by other code than this run's**") for c in code["rows"]]
+    other = sum(c["rows"] for c in code["rows"] if not c["this_run"])
+    if other:
+        how = f"reused with --reuse-from {code['reuse_from']}" if code.get("reuse_from") else "from an earlier run"
+        lines += ["", f"**Note:** {other} rows were made by other code than this run's (`{code['run']}`), {how}."]
+    return lines
 
 
 def per_tag_accuracy(res: dict[str, Any]) -> dict[str, dict[str, float]]:
