@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(abspath ../shared/data)
 export PRETTY_DATA := $(DATA)
 
-.PHONY: venv demo test bench clean
+.PHONY: venv tools demo test bench clean
 
 # torch first, pinned: its CPU wheel is local here, and anything that pulls torch later must find
 # it installed (otherwise pip fetches a multi-GB CUDA build).
@@ -18,13 +18,20 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# Apertium (Debian) is the real program behind the command prior's test; installed once, as root.
+tools:
+	@command -v apertium >/dev/null && test -d /usr/share/apertium/apertium-eng-spa || \
+	  { apt-get install -y -q apertium apertium-eng-spa >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q apertium apertium-eng-spa >/dev/null 2>&1; } || \
+	    echo "warning: could not install apertium (needs root and Debian's apt): its test fails under CI=true"; }
+
 demo: venv
 	@test -d "$(DATA)/flores200" || { echo "FLORES not found under $(DATA). Run: make demo DATA=/path/to/data" \
 	  "(a folder with flores200/ and dictionaries/muse/, see README 'Set-up')"; exit 2; }
 	$(BIN)/pretty-align fetch smollm2-135m-instruct
 	time $(BIN)/pretty-align run configs/demo.toml
 
-test: venv
+test: venv tools
 	$(BIN)/python -m pytest -q -rs
 
 bench: venv

@@ -19,10 +19,13 @@ Each backend runs in its own process (so peak RSS is its own), the requests in c
 * ``llamacpp-loop``  a plain llama-cpp-python greedy loop over the same ids (the reference point)
 * ``openai``         openai backend against ``python -m llama_cpp.server`` on 127.0.0.1 (concurrency 4)
 
-Reported: outputs/s, sentences/s (4 outputs each), generated tokens/s, peak RSS, and the share of
-greedy outputs (new ids) identical to the first backend's. Targets: hf >= 30% less wall time than
-hf-noreuse with identical outputs; llamacpp within 10% of llamacpp-loop; openai within 25% of
-llamacpp.
+Reported: outputs/s, sentences/s (4 outputs each), generated tokens/s, peak RSS, the greedy outputs
+(new ids) identical to the reference backend's (``--reference``, default the first that ran), and one
+line per pair of backends that ran: ``agreement: A vs B: S/N identical greedy outputs (P%)``.
+Targets: hf >= 30% less wall time than hf-noreuse with identical outputs; llamacpp within 10% of
+llamacpp-loop; openai within 25% of llamacpp.
+
+Smallest check (a few seconds per backend): ``--n 1 --max-new-tokens 8``.
 """
 
 from __future__ import annotations
@@ -252,9 +255,15 @@ def worker(name: str, spec_path: str, out_path: str, args) -> None:
 
 
 # -- driver -----------------------------------------------------------------------------------------
+def identical(outputs: list, other: list) -> int:
+    """How many requests got exactly the same new ids from both backends."""
+    return sum(a == b for a, b in zip(outputs, other, strict=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="hf,hf-noreuse,llamacpp,llamacpp-loop,openai")
+    ap.add_argument("--reference", help="backend the 'same outputs' column compares with (default: the first that ran)")
     ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--task", default="translation", choices=["translation", "pos"])
     ap.add_argument("--tgt", default="deu_Latn")
@@ -290,18 +299,27 @@ def main() -> None:
         results[name] = json.loads((tmp / f"{name}.json").read_text())
     if not results:
         return
-    first = next(iter(results))
-    ref = results[first]["outputs"]
+    reference = args.reference or next(iter(results))
+    if reference not in results:
+        print(f"note: reference backend {reference} did not run; comparing with {next(iter(results))}")
+        reference = next(iter(results))
+    ref = results[reference]["outputs"]
     print(f"\n{'backend':>14} {'wall s':>8} {'outputs/s':>10} {'sent/s':>7} {'gen tok/s':>10} {'peak RSS MB':>12}"
-          f"  same outputs as {first}")
+          f"  same outputs as {reference}")
     for name, r in results.items():
         toks = sum(len(o) for o in r["outputs"])
-        same = sum(a == b for a, b in zip(r["outputs"], ref))
+        same = identical(r["outputs"], ref)
         print(f"{name:>14} {r['wall']:8.1f} {n_rows / r['wall']:10.2f} {n_ex / r['wall']:7.2f} {toks / r['wall']:10.1f}"
               f" {r['peak_rss_mb']:12.0f}  {same}/{n_rows} ({100 * same / n_rows:.1f}%)")
+    print()
+    names = list(results)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            same = identical(results[a]["outputs"], results[b]["outputs"])
+            print(f"agreement: {a} vs {b}: {same}/{n_rows} identical greedy outputs ({100 * same / n_rows:.1f}%)")
     w = {k: v["wall"] for k, v in results.items()}
     if {"hf", "hf-noreuse"} <= w.keys():
-        same = sum(a == b for a, b in zip(results["hf"]["outputs"], results["hf-noreuse"]["outputs"]))
+        same = identical(results["hf"]["outputs"], results["hf-noreuse"]["outputs"])
         print(f"\nHF prefix reuse: {100 * (1 - w['hf'] / w['hf-noreuse']):.1f}% less wall time (target >= 30%); "
               f"identical outputs {same}/{n_rows}")
     if {"llamacpp", "llamacpp-loop"} <= w.keys():

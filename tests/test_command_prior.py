@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from pretty_align.boundary import answer_ids, cut_prior, encode_prompt
 from pretty_align.errors import InputError
@@ -183,10 +184,8 @@ def test_failing_program_is_reported():
 
 
 def test_apertium_eng_spa(tiny_tokenizer):
-    if shutil.which("apertium") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("apertium is not installed: apt-get install -y apertium apertium-eng-spa")
-        pytest.skip("apertium is not installed: apt-get install -y apertium apertium-eng-spa")
+    require(shutil.which("apertium") is not None,
+            "apertium is not installed: apt-get install -y apertium apertium-eng-spa (make test does)")
     prior = make_prior("command", k=3, command="apertium {src_iso3}-{tgt_iso3}")
     prior.check_languages([(ENG, SPA)])
     assert prior.signature(ENG, SPA)["command"] == "apertium eng-spa"

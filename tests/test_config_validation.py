@@ -54,6 +54,7 @@ BAD_SETS = [
     ("base.dtype=int8", "base.dtype", "'float32', 'bfloat16' or 'float16'"),
     ('base.model=""', "base.model", "at least 1 character"),
     ("base.temperature=1", "base.temperature", "Extra inputs are not permitted"),
+    ("base.options.temperature=1", "base.options", "the fake backend takes no option 'temperature'; its options:"),
     ("analysis.top_k=0", "analysis.top_k", "greater than or equal to 1"),
     ("analysis.priors=[-1]", "analysis.priors.0", "greater than or equal to 0"),
     ("analysis.batch_size=0", "analysis.batch_size", "greater than or equal to 1"),

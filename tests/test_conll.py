@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("conllu")
-
-from pretty_align.errors import InputError  # noqa: E402
-from pretty_align.tasks.conll import parse_tags, read_conllu  # noqa: E402
+from pretty_align.errors import InputError
+from pretty_align.tasks.conll import parse_tags, read_conllu
 
 SAMPLE = """# sent_id = s1
 # text = Il parle du chat.

@@ -14,8 +14,6 @@ from pretty_align.languages import get_language
 from pretty_align.priors import dictionary as dictmod
 from pretty_align.priors.dictionary import BilingualDictionary, resolve_path
 
-MUSE = Path("/work/shared/data/dictionaries/muse")
-needs_muse = pytest.mark.skipif(not MUSE.is_dir(), reason="shared MUSE dictionaries not available")
 ENG, DEU, ZHO, ZHT, JPN, RUS = (get_language(c) for c in
                                 ("eng_Latn", "deu_Latn", "zho_Hans", "zho_Hant", "jpn_Jpan", "rus_Cyrl"))
 
@@ -95,9 +93,8 @@ def test_traditional_to_simplified_for_zho_hans(tmp_path):
         assert raw.lookup("say") == ["說", "说"] and raw.converted_count == 0
 
 
-@needs_muse
-def test_real_muse_en_zh_is_simplified():
-    d = BilingualDictionary.load(MUSE / "en-zh.txt", tgt=ZHO)
+def test_real_muse_en_zh_is_simplified(shared_data):
+    d = BilingualDictionary.load(shared_data / "dictionaries/muse/en-zh.txt", tgt=ZHO)
     assert d.lookup("scientists") == ["科学家"]        # file: 科學家
     assert d.lookup("monday") == ["周一", "星期一"]     # file: 週一, 星期一
     assert d.lookup("cat")[:2] == ["猫咪", "猫"]
@@ -133,11 +130,10 @@ def test_cache_per_path_and_target_and_reload_on_change(tmp_path):
     assert b is not a and b.lookup("dog") == ["狗"]
 
 
-@needs_muse
-def test_real_muse_parses_fast():
+def test_real_muse_parses_fast(shared_data):
     dictmod._CACHE.clear()
     t = time.perf_counter()
-    d = BilingualDictionary.load(MUSE / "en-de.txt", tgt=DEU)
+    d = BilingualDictionary.load(shared_data / "dictionaries/muse/en-de.txt", tgt=DEU)
     assert time.perf_counter() - t < 2.0
     assert len(d) == 74655 and d.malformed_count == 0
     assert d.lookup("monday") == ["montag", "montags"]

@@ -16,7 +16,7 @@ from pretty_align.languages import get_language
 from pretty_align.tasks.base import Example
 from pretty_align.tasks.translation import TranslationTask
 
-from conftest import CORPUS
+from conftest import CORPUS, require_module
 
 NO_STOP = Decoding(max_new_tokens=10, stop=(), loop_guard=False)
 
@@ -118,7 +118,7 @@ def test_signature_names_the_model_files(tiny_backend):
 
 def test_lora_adapter_round_trips_through_the_backend(tiny_model_dir, tmp_path):
     """A LoRA adapter saved by peft loads by path and changes outputs exactly as peft does."""
-    peft = pytest.importorskip("peft")
+    peft = require_module("peft", "-e '.[peft]'")
     from transformers import AutoModelForCausalLM
 
     from pretty_align.backends import load_backend
@@ -197,11 +197,15 @@ def test_prefix_reuse_gives_exactly_the_outputs_without_it(wide_window_backend, 
     assert [g.new_ids for g in reused] == single
 
 
+@pytest.mark.parametrize("tiny_model_dir", ["gemma3"], indirect=True)   # Qwen2 has no sliding-window layers
 def test_prefix_reuse_is_refused_where_a_sliding_window_could_be_outgrown(tiny_backend, monkeypatch):
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
     from pretty_align.backends import hf
 
-    if not tiny_backend.model.config.model_type.startswith("gemma3"):
-        pytest.skip("no sliding-window layers")
+    windows = [layer.sliding_window for layer in tiny_backend._new_cache().layers
+               if isinstance(layer, DynamicSlidingWindowLayer)]
+    assert windows == [6]   # the tiny Gemma 3: one sliding-window layer (window 6), one global layer
     feeds = []
     monkeypatch.setattr(hf._Batch, "feed", lambda *a, **k: feeds.append(1))
     reqs = shared_prompt_requests(tiny_backend.tokenizer)

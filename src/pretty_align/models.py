@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import InputError, PrettyAlignError
+from .errors import InputError, MissingDependencyError, PrettyAlignError
 
 
 def cache_dir() -> Path:
@@ -59,10 +60,14 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
 
 @dataclass(frozen=True)
 class ResolvedModel:
+    """Where a model's weights are. Its identity is ``sha256`` (gguf, dir) or, for a hub id once
+    ``pin_hub_revision`` has run, ``revision``: the 40-hex commit whose files are loaded."""
+
     spec: str          # what the user wrote
     kind: str          # "gguf" | "dir" | "hub"
     path: str          # file, directory or hub id
     sha256: str | None  # file hash (gguf) or hash of the weight files (dir); None for hub ids
+    revision: str | None = None  # hub ids: the commit (pin_hub_revision); None otherwise
 
 
 def file_sha256(path: str | Path) -> str:
@@ -168,3 +173,39 @@ def resolve_model(spec: str, *, field: str = "model") -> ResolvedModel:
                          f"({', '.join(KNOWN_MODELS)}), a .gguf file, a model directory, or a hub id "
                          "like 'org/name'", field=field)
     return ResolvedModel(spec, "hub", spec, None)
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def pin_hub_revision(resolved: ResolvedModel, revision: str | None = None, *,
+                     field: str = "options.revision") -> ResolvedModel:
+    """``resolved`` with ``revision`` set to the commit that ``revision`` (a branch, tag or
+    commit; default the repository's default branch) names, through ``huggingface_hub``: asked of
+    the hub when it can be reached, else read from the local Hugging Face cache (``HF_HUB_CACHE``,
+    as with ``HF_HUB_OFFLINE=1``). Loading with ``revision=resolved.revision`` then reads exactly
+    that commit. A hub id that resolves to no commit is an error; ``revision`` on anything but a
+    hub id is too (a file or directory is identified by its sha256)."""
+    if resolved.kind != "hub":
+        if revision is not None:
+            raise InputError(f"revision '{revision}' applies to hub models only; '{resolved.spec}' is a local "
+                             f"{'GGUF file' if resolved.kind == 'gguf' else 'directory'}", field=field)
+        return resolved
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise InputError(f"revision must be a branch, tag or commit id, got {revision!r}", field=field)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover (transformers depends on it)
+        raise MissingDependencyError("loading a hub model", "huggingface_hub") from None
+    try:
+        # Only config.json is fetched: the snapshot folder's name is the commit; the loader fetches the rest.
+        folder = Path(snapshot_download(resolved.path, revision=revision, allow_patterns=["config.json"]))
+    except Exception as e:   # offline and not cached, unknown repo or revision, no network...
+        reason = f"{type(e).__name__}: {str(e).rstrip('.')}"
+        raise InputError(f"hub model '{resolved.path}' (revision {revision or 'default branch'}) could not be "
+                         f"resolved to a commit: {reason}. Download it while online, point HF_HUB_CACHE/HF_HOME "
+                         "at a cache that holds it, or give a local model directory", field="model") from None
+    if not COMMIT.fullmatch(folder.name):
+        raise InputError(f"hub model '{resolved.path}' resolved to '{folder}', which is not a commit snapshot",
+                         field="model")
+    return replace(resolved, revision=folder.name)

@@ -6,6 +6,7 @@ config is answered with the valid choices.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -41,7 +42,10 @@ class Registry(Generic[T]):
 def keyword_params(func: Callable, exclude: tuple[str, ...] = ("self",)) -> list[str]:
     """Names ``func`` accepts by keyword (no ``*args``/``**kwargs``), e.g. a registered class's
     ``__init__``: what a config may set for it."""
-    import inspect
-
     return [p.name for p in inspect.signature(func).parameters.values()
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in exclude]
+
+
+def accepts_any_keyword(func: Callable) -> bool:
+    """True when ``func`` takes ``**kwargs`` (it then checks unknown names itself)."""
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry import Registry
+from ..errors import InputError
+from ..registry import Registry, accepts_any_keyword, keyword_params
 from .base import Backend, Capabilities, Generation, GenerationRequest, ScoreResult
 
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -10,8 +11,24 @@ BACKENDS: Registry[Backend] = Registry("backend")
 from . import fake, hf, llamacpp, openai, vllm  # noqa: E402,F401  (registration side effects)
 
 
+def unknown_option(name: str, options: dict) -> str | None:
+    """Why ``options`` do not fit backend ``name`` (an option it does not take, listing those it
+    takes), or None. Backends that take free-form ``**options`` check them themselves."""
+    init = BACKENDS.get(name).__init__
+    if accepts_any_keyword(init):
+        return None
+    accepted = keyword_params(init, exclude=("self", "model"))
+    unknown = sorted(set(options) - set(accepted))
+    return (f"the {name} backend takes no option '{unknown[0]}'; its options: {', '.join(sorted(accepted))}"
+            if unknown else None)
+
+
 def load_backend(name: str, model: str, **options) -> Backend:
-    """Build backend ``name`` for ``model`` (alias, path or hub id). Unknown names list the choices."""
+    """Build backend ``name`` for ``model`` (alias, path or hub id). Unknown names list the choices;
+    an unknown option is refused (``unknown_option``)."""
+    problem = unknown_option(name, options)
+    if problem:
+        raise InputError(problem, field="options")
     return BACKENDS.get(name)(model, **options)
 
 

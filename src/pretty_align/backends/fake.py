@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..boundary import Tokenizer
 from ..decoding import Decoding, RowState
+from ..errors import CapabilityError
 from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
 
@@ -57,8 +58,10 @@ def _source_line(prompt: str) -> str:
 
 @BACKENDS.register("fake")
 class FakeBackend(Backend):
-    def __init__(self, model: str = "fake:echo", *, delay: float = 0.0, chat: bool = False,
-                 batch_dependent: bool = False, **_: object) -> None:
+    def __init__(self, model: str = "fake:echo", *, adapter: str | None = None, dtype: str = "float32",
+                 delay: float = 0.0, chat: bool = False, batch_dependent: bool = False) -> None:
+        if adapter:
+            raise CapabilityError("the fake backend has no weights to adapt; drop `adapter`")
         self.model = model
         self.behaviour = model.split(":", 1)[1] if ":" in model else model
         if self.behaviour not in {"echo", "upper", "loop", "empty"}:

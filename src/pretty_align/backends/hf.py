@@ -1,5 +1,10 @@
 """Hugging Face transformers backend: hub id, model directory or GGUF file, optional LoRA adapter.
 
+A hub id is pinned to one commit before loading (``models.pin_hub_revision``; option ``revision``:
+a branch, tag or commit, default the default branch): model and tokenizer are both read at that
+commit, and the signature records it as ``revision`` (hub ids only; files and directories are
+identified by ``sha256``).
+
 GGUF files are dequantized by transformers on first load (slow: ~50 s for gemma-3-270m) and the
 result is cached as a regular checkpoint under the pretty-align cache, keyed by the file's sha256,
 so later loads take seconds. Greedy generation is batched with left padding; rows are sorted by
@@ -24,7 +29,7 @@ from typing import Any, Iterator, Sequence
 from ..boundary import Tokenizer
 from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
-from ..models import ResolvedModel, cache_dir, dir_sha256, resolve_model
+from ..models import ResolvedModel, cache_dir, dir_sha256, pin_hub_revision, resolve_model
 from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
 
@@ -57,10 +62,14 @@ def _load(resolved: ResolvedModel, dtype: str):
     else:
         where = resolved.path
     try:
-        tok = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+        tok = AutoTokenizer.from_pretrained(where, revision=resolved.revision)
+        model = AutoModelForCausalLM.from_pretrained(where, revision=resolved.revision, dtype=torch_dtype)
     except OSError as e:
         raise PrettyAlignError(f"could not load model '{resolved.spec}': {e}") from e
+    loaded = getattr(model.config, "_commit_hash", None)
+    if resolved.revision and loaded and loaded != resolved.revision:
+        raise PrettyAlignError(f"model '{resolved.spec}': asked for commit {resolved.revision}, "
+                               f"transformers loaded {loaded}")
     return tok, model.eval()
 
 
@@ -88,14 +97,14 @@ def project(model, hidden):
 class HFBackend(Backend):
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "float32",
                  threads: int | None = None, merge_adapter: bool = True, prefix_reuse: bool = True,
-                 **_: object) -> None:
+                 revision: str | None = None) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         if dtype not in {"float32", "bfloat16", "float16"}:
             raise InputError(f"dtype '{dtype}' is not one of float32, bfloat16, float16", field="dtype")
-        self.resolved = resolve_model(model)
+        self.resolved = pin_hub_revision(resolve_model(model), revision)
         self.dtype = dtype
         self.prefix_reuse = prefix_reuse
         self._tok, self.model = _load(self.resolved, dtype)
@@ -253,8 +262,12 @@ class HFBackend(Backend):
                 offset += len(a)
 
     def signature(self) -> dict:
+        """Identity of the weights: ``sha256`` (gguf, dir) or ``revision``, the commit (hub ids;
+        absent for other kinds, whose keys predate it)."""
         return {"backend": "hf", "model": self.resolved.spec, "kind": self.resolved.kind,
-                "sha256": self.resolved.sha256, "adapter_sha256": self.adapter_sha256,
+                "sha256": self.resolved.sha256, **({"revision": self.resolved.revision} if self.resolved.kind == "hub"
+                                                   else {}),
+                "adapter_sha256": self.adapter_sha256,
                 "dtype": self.dtype, **({"adapter_merged": self.merge_adapter} if self.adapter_sha256 else {}),
                 # Forking a prompt's cache changes the padded shapes, which moves low-precision outputs
                 # like batch composition does; float32 outputs are unchanged (tested). Absent = no reuse.

@@ -23,6 +23,9 @@ Options (``[base] options`` in a config):
   ends its row (see Generation); a server that answers with plain JSON is read as it is, and an
   interrupted stream is read again whole. Start llama-cpp-python's server with
   ``--interrupt_requests false``: by default it interrupts a stream whenever another request waits.
+* ``revision``, ``sha256``: what the server's weights are, as far as you know (a server does not
+  say): a hub commit/tag, and the sha256 of the weight file (64 hex digits). Both go into the
+  signature (None when not given), so results can be tied to exact weights.
 * ``extra_body``: fields merged into every completion request. The default
   ``{"repeat_penalty": 1.0}`` turns off llama-cpp-python's server-side repeat penalty (1.1 by
   default, which would make temperature 0 not plain greedy); other servers ignore the field.
@@ -41,7 +44,8 @@ the completion is streamed (``stream``, default true) and the connection closed 
 ends the row, which makes the server abort it; otherwise (or with ``stream = false``) a row runs on
 in the server past its stop string, at most to its budget. ``on_done`` is called in the calling thread as each request completes.
 
-The signature holds the served model's ``/v1/models`` entry (stable fields only), the local
+The signature holds the served model's ``/v1/models`` entry (stable fields only; its ``id`` is the
+served model id), the user-given ``revision`` and ``sha256`` (None when unknown), the local
 tokenizer's fingerprint, the prompt format, where output ids come from and the sampling fields,
 but never a URL or key: results do not depend on which machine served them. Outputs may depend on
 what else a server is running (vLLM batches in bf16), which no client can control, so the backend
@@ -58,6 +62,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -78,6 +83,7 @@ log = logging.getLogger(__name__)
 PROMPT_FORMATS = ("auto", "ids", "text")
 MODEL_FIELDS = ("id", "root", "parent", "owned_by", "max_model_len")   # stable /v1/models fields
 DEFAULT_EXTRA_BODY = {"repeat_penalty": 1.0}
+SHA256 = re.compile(r"[0-9a-f]{64}")
 LOOP_CHECK_EVERY = 8   # streamed chunks between full checks of the stopping rule (see OpenAIBackend._stops)
 
 
@@ -259,14 +265,15 @@ class OpenAIBackend(Backend):
                  base_url: str | list[str] | None = None, tokenizer: str | None = None, api_key: str | None = None,
                  concurrency: int = 4, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
                  max_backoff: float = 30.0, prompt_format: str = "auto", extra_body: dict | None = None,
-                 stream: bool = True, **options: Any) -> None:
+                 stream: bool = True, revision: str | None = None, sha256: str | None = None,
+                 **options: Any) -> None:
         if adapter:
             raise CapabilityError(f"the openai backend cannot load a LoRA adapter (adapter '{adapter}'): serve it "
                                   "from the server (e.g. vLLM --lora-modules) and name it as the model")
         if options:
             raise InputError(f"unknown openai backend option(s) {sorted(options)}; known: base_url, tokenizer, "
                              "api_key, concurrency, timeout, max_retries, backoff, max_backoff, prompt_format, "
-                             "extra_body, stream", field="options")
+                             "extra_body, stream, revision, sha256", field="options")
         if not base_url:
             raise InputError("the openai backend needs the server's URL, e.g. base_url = "
                              "\"http://localhost:8000/v1\"", field="options.base_url")
@@ -278,6 +285,13 @@ class OpenAIBackend(Backend):
                              field="options.concurrency")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise InputError(f"max_retries must be an integer >= 0, got {max_retries!r}", field="options.max_retries")
+        if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+            raise InputError(f"revision must be a non-empty string (a commit, tag or branch), got {revision!r}",
+                             field="options.revision")
+        if sha256 is not None and (not isinstance(sha256, str) or not SHA256.fullmatch(sha256.lower())):
+            raise InputError(f"sha256 must be 64 hex digits (the weight file's sha256), got {sha256!r}",
+                             field="options.sha256")
+        self.revision, self.sha256 = revision, sha256.lower() if sha256 else None
         self.model, self.concurrency, self.stream = model, concurrency, stream
         urls = [normalize_url(u) for u in ([base_url] if isinstance(base_url, str) else base_url)]
         self.client = Client(list(dict.fromkeys(urls)), api_key=api_key or os.environ.get("OPENAI_API_KEY"),
@@ -518,6 +532,10 @@ class OpenAIBackend(Backend):
                               f"returns at most the top-N per position (model '{self.model}')")
 
     def signature(self) -> dict:
-        return {"backend": "openai", "model": self.model, "served": self.served, "tokenizer": self.tokenizer_spec,
+        """No URL, key or timing; ``served["id"]`` is the served model id; ``revision`` and ``sha256``
+        are the user's word for the weights (None when not given: then results cannot be tied to
+        exact weights)."""
+        return {"backend": "openai", "model": self.model, "served": self.served, "revision": self.revision,
+                "sha256": self.sha256, "tokenizer": self.tokenizer_spec,
                 "tokenizer_sha256": self._tok_sha256, "tokenizer_fingerprint": tokenizer_fingerprint(self._tok),
                 "prompt_format": self.prompt_format, "output_ids": self.output_ids, "sampling": self.sampling}

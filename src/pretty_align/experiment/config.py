@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..decoding import LOOP_AFTER, LOOP_MIN_SPAN, Decoding
 from ..errors import InputError
@@ -63,7 +63,17 @@ class ModelConfig(_Strict):
     adapter: str | None = None
     dtype: Dtype = "float32"
     chat: bool | None = None            # None: use the chat template when the model has one
-    options: dict[str, Any] = Field(default_factory=dict)   # extra backend options (each backend checks its own)
+    options: dict[str, Any] = Field(default_factory=dict)   # extra backend options
+
+    @field_validator("options")
+    @classmethod
+    def _options_fit_the_backend(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from ..backends import unknown_option
+
+        problem = "backend" in info.data and unknown_option(info.data["backend"], v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class TaskConfig(_Strict):

@@ -8,7 +8,6 @@ already have base-tokenizer ids (the same-tokenizer ``sft`` path) cut those dire
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -16,6 +15,7 @@ from typing import Any, Sequence
 from ..boundary import Prompt, Tokenizer, answer_ids, cut_prior, prior_text
 from ..errors import InputError
 from ..languages import Language
+from ..registry import keyword_params
 from ..tasks.base import Example
 
 
@@ -54,13 +54,8 @@ class Prior(ABC):
     @classmethod
     def accepted_params(cls) -> list[str]:
         """Keyword parameters of this strategy's constructors (``k`` aside)."""
-        names: set[str] = set()
-        for c in cls.__mro__:
-            init = c.__dict__.get("__init__")
-            if init is not None:
-                names |= {p.name for p in inspect.signature(init).parameters.values()
-                          if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "k")}
-        return sorted(names)
+        return sorted({name for c in cls.__mro__ if "__init__" in c.__dict__
+                       for name in keyword_params(c.__dict__["__init__"], exclude=("self", "k"))})
 
     @abstractmethod
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
