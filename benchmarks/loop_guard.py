@@ -22,6 +22,7 @@ have cut a correct answer.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import tempfile
 import time
 from dataclasses import replace
@@ -48,8 +49,10 @@ def guard_stop(ids: list[int], budget: int, rule: Decoding, tokenizer) -> int | 
     return None
 
 
-def report(label: str, rows: list[tuple[int, list[int]]], tokenizer, examples: list[str] | None = None) -> None:
-    """Print, for each rule, how many of ``rows`` ((budget, ids)) it stops and the tokens it drops."""
+def report(label: str, rows: list[tuple[int, list[int]]], tokenizer, examples: list[str] | None = None,
+           ends: list[str] | None = None) -> None:
+    """Print, for each rule, how many of ``rows`` ((budget, ids)) it stops and the tokens it drops;
+    ``ends``: how each row ended unguarded (for the rows only the old rule stops)."""
     stops = {rule: [guard_stop(ids, b, d, tokenizer) for b, ids in rows] for rule, d in RULES.items()}
     print(f"{label}: {len(rows)} rows")
     for rule, cut in stops.items():
@@ -60,6 +63,9 @@ def report(label: str, rows: list[tuple[int, list[int]]], tokenizer, examples: l
     only_old = [i for i, (a, b) in enumerate(zip(old, new)) if a is not None and b is None]
     print(f"  stopped by the old rule only: {len(only_old)}; by the new rule only: "
           f"{sum(a is None and b is not None for a, b in zip(old, new))}")
+    if ends is not None and only_old:
+        print(f"  how those rows end under the new rule (unguarded stop reason): "
+              f"{dict(Counter(ends[i] for i in only_old).most_common())}")
     for i in only_old[:3]:
         print(f"    the old rule cut, the new keeps: {tokenizer.decode(rows[i][1])[:110]!r}")
     for i, c in enumerate(new):
@@ -68,13 +74,14 @@ def report(label: str, rows: list[tuple[int, list[int]]], tokenizer, examples: l
 
 
 def generations(config: Path, n: int, threads: int, store: Path):
-    """(base tokenizer, (budget, new ids) of every base-model row, condition labels) of
+    """(base tokenizer, (budget, new ids) of every base-model row, their stop reasons, condition labels) of
     ``config``'s run on ``n`` examples per language, guard off, on the llamacpp backend."""
     cfg = load_config(config, {"task.n": n, "decoding.loop_guard": False, "store": str(store),
                                "base.backend": "llamacpp", "base.options": {"n_threads": threads}})
     cfg = cfg.model_copy(update={"reference": None,
                                  "priors": [p for p in cfg.priors if p.strategy not in {"sft", "model"}]})
     seen: list[tuple[int, list[int]]] = []
+    ends: list[str] = []
 
     def factory(name, model, **options):
         backend = load_backend(name, model, **options)
@@ -83,6 +90,7 @@ def generations(config: Path, n: int, threads: int, store: Path):
         def generate(reqs, dec, on_done=None):
             def done(i, gen):
                 seen.append((reqs[i].max_new_tokens or dec.max_new_tokens, list(gen.new_ids)))
+                ends.append(gen.stop_reason)
                 if on_done:
                     on_done(i, gen)
             return real(reqs, dec, done)
@@ -92,7 +100,7 @@ def generations(config: Path, n: int, threads: int, store: Path):
 
     runner = Runner(cfg, backend_factory=factory)
     runner.run(progress=True)
-    return runner.base.tokenizer, seen, [c.label for c in runner.conditions]
+    return runner.base.tokenizer, seen, ends, [c.label for c in runner.conditions]
 
 
 def gold() -> None:
@@ -138,9 +146,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             t0 = time.time()
-            tok, rows, conditions = generations(TASKS[task], args.n, args.threads, Path(tmp) / f"{task}.sqlite")
+            tok, rows, ends, conditions = generations(TASKS[task], args.n, args.threads, Path(tmp) / f"{task}.sqlite")
             report(f"{task} ({', '.join(conditions)}; {args.n} per language; generated in {time.time() - t0:.0f}s "
-                   "with the guard off)", rows, tok)
+                   "with the guard off)", rows, tok, ends=ends)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,17 @@ def test_markdown_shows_na_with_the_reason_and_a_per_language_table():
     assert "n/a (ref < 1)" in md and "the reference scores below 1 in zho" in md
     assert "| none | 52.9 | 50.0 | n/a (ref < 1) | 50.0 |" in md    # per-language table: mean, deu, zho, jpn
     assert "ratio of means" in md
+
+
+def test_report_warns_about_openai_models_without_weight_identity():
+    from pretty_align.experiment.report import _warnings
+
+    def sig(**model):
+        return {"none": [{"targets": ["deu"], "signature": {"model": {"backend": "openai", "model": "m",
+                                                                       "served": {"id": "gemma"}, **model}}}]}
+
+    [warning] = _warnings(sig(revision=None, sha256=None))
+    assert "openai-served model 'gemma'" in warning and "cannot be tied to exact weights" in warning
+    assert _warnings(sig(revision="v1.2", sha256=None)) == []
+    assert _warnings(sig(revision=None, sha256="ab" * 32)) == []
+    assert _warnings({"none": [{"targets": ["deu"], "signature": {"model": {"backend": "hf"}}}]}) == []

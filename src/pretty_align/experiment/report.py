@@ -66,7 +66,7 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             signatures[label].add(score.signature)
             if "confusion" in score.extra:   # POS: gold>predicted counts, for the per-tag table
                 cell["confusion"] = score.extra["confusion"]
-        cell["prior fallback %"] = 100 * mean(r["prior_fell_back"] for r in rs)
+        cell["prior fallback %"] = 100.0 * mean(r["prior_fell_back"] for r in rs)
         cell["truncated"] = sum(r["truncated"] for r in rs)   # inputs cut to fit max_prompt_tokens
         cell["new tokens"] = mean(r["new_tokens"] for r in rs)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
