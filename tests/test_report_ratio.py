@@ -80,3 +80,56 @@ def test_report_warns_about_openai_models_without_weight_identity():
     assert _warnings(sig(revision="v1.2", sha256=None)) == []
     assert _warnings(sig(revision=None, sha256="ab" * 32)) == []
     assert _warnings({"none": [{"targets": ["deu"], "signature": {"model": {"backend": "hf"}}}]}) == []
+
+
+def test_paired_bootstrap_is_seeded_and_tests_against_the_baseline():
+    from pretty_align.languages import get_language
+    from pretty_align.metrics import ChrFpp
+
+    refs = ["Der Hund läuft im Park.", "Die Katze sitzt auf der Matte.", "Wir gehen nach Hause.", "Es regnet."] * 5
+    good = ["Der Hund läuft im Park.", "Die Katze sitzt auf Matte.", "Wir gehen heim.", "Es regnet heute."] * 5
+    bad = ["Hund.", "Katze.", "Haus.", "Regen."] * 5
+    systems = {"none": bad, "good": good, "perfect": refs}
+    sig, first = ChrFpp().paired_bootstrap(systems, refs, get_language("deu_Latn"), "none")
+    _, again = ChrFpp().paired_bootstrap(systems, refs, get_language("deu_Latn"), "none")
+    assert first == again and "bs:1000" in sig and "seed:12345" in sig
+    assert first["none"]["p"] is None and first["good"]["p"] < 0.05 and first["perfect"]["p"] < 0.05
+    assert first["perfect"]["score"] == pytest.approx(100.0) and first["perfect"]["ci"] == pytest.approx(0.0)
+    assert 0 < first["good"]["ci"] < 20 and first["none"]["score"] < first["good"]["score"]
+
+
+def test_run_report_marks_significance_against_none_and_the_reference(tmp_path, shared_data):
+    from pretty_align.experiment.config import load_config
+    from pretty_align.experiment.report import compute
+    from pretty_align.experiment.runner import Runner
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f"""
+name = "s"
+store = "{tmp_path / 's.sqlite'}"
+[base]
+model = "fake:echo"
+backend = "fake"
+[reference]
+model = "fake:upper"
+backend = "fake"
+[task]
+targets = ["deu_Latn"]
+flores = "{shared_data / 'flores200'}"
+n = 8
+[[priors]]
+strategy = "none"
+[[priors]]
+strategy = "gold"
+k = 4
+""")
+    runner = Runner(load_config(cfg))
+    runner.run(progress=False)
+    res = compute(runner.store, "s")
+    gold = res["cells"]["gold k=4"]["deu_Latn"]
+    assert set(gold["ci"]) == {"BLEU", "chrF++"} and gold["ci"]["chrF++"]["ci"] > 0
+    assert set(gold["p vs none"]) == {"BLEU", "chrF++"} and set(gold["p vs reference"]) == {"BLEU", "chrF++"}
+    assert res["cells"]["none"]["deu_Latn"]["p vs none"]["chrF++"] is None
+    assert res["significance"]["baselines"] == {"none": "none", "reference": "reference"}
+    md = to_markdown(res)
+    assert "chrF++ 95% CI" in md and "* differs from no prior" in md and "bs:1000" in md

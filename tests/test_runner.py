@@ -161,7 +161,8 @@ def test_report_command_rerenders_from_the_store(tmp_path, shared_data):
     out = subprocess.run([sys.executable, "-m", "pretty_align.cli", "report", str(tmp_path / "r.sqlite"),
                           "--out", str(tmp_path / "rep")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "rep" / "report.md").exists() and "Results stored: 24/24" in out.stdout
+    assert (tmp_path / "rep" / "report.md").exists() and "(24/24 rows)" in out.stdout   # the summary, not the whole report
+    assert "Results stored: 24/24" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_model_prior_from_a_chat_model_goes_through_text(tmp_path):

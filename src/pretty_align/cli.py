@@ -77,7 +77,7 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         start = time.time()
         runner = Runner(cfg)
         summary = runner.run(progress=progress, reuse_from=reuse_from)
-        md, _ = write_report(runner.store, cfg.name, cfg.report_path)
+        md, res = write_report(runner.store, cfg.name, cfg.report_path)
     except (PrettyAlignError, KeyError) as e:
         _fail(e)
     extra = "".join(f", {n} {what}" for n, what in ((summary.reused, f"reused from {reuse_from}"),
@@ -86,7 +86,26 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
                   f"{summary.truncated} prompts truncated, {time.time() - start:.0f}s; store {summary.store}; "
                   f"report {md}")
     if not quiet:
-        Console().print(Markdown(md.read_text(encoding="utf-8")))
+        Console().print(summary_table(res))
+
+
+def summary_table(res: dict[str, Any]) -> Any:
+    """The run's means over languages as a terminal table (the full report is in report.md)."""
+    from rich.table import Table
+
+    from .experiment.report import _fmt
+
+    ratio = [f"% ref {m}" for m in res["ratio_metrics"]] if "reference" in res["conditions"] else []
+    cols = list(res["metrics"]) + ratio
+    table = Table(title=f"{res['run']}: mean over {len(res['targets'])} languages ({res['complete']} rows)",
+                  caption="% ref: ratio of means; per-language tables, confidence intervals and signatures "
+                          "in the report", title_justify="left")
+    table.add_column("condition")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for cond in res["conditions"]:
+        table.add_row(cond, *(_fmt(res["means"][cond].get(c)) for c in cols))
+    return table
 
 
 @app.command()
@@ -159,10 +178,10 @@ def report(target: Path = typer.Argument(..., help="A config TOML or a .sqlite s
             runs = store.runs()
             name = run_name or (runs[-1] if runs else "")
             out_dir = out or target.with_suffix("") / name
-        md, _ = write_report(store, name, out_dir)
+        md, res = write_report(store, name, out_dir)
     except PrettyAlignError as e:
         _fail(e)
-    Console().print(Markdown(md.read_text(encoding="utf-8")))
+    Console().print(summary_table(res))
     console.print(f"written {md}")
 
 

@@ -71,6 +71,7 @@ def compute(store: Store, run: str) -> dict[str, Any]:
         cell["new tokens"] = mean(r["new_tokens"] for r in rs)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
         cells[cond][tgt_code] = cell
+    significance = _significance(groups, cells, conditions, targets, metrics, model_sigs_of(rows))
     means = {cond: _means(list(cells[cond].values())) for cond in conditions}
     floor = float(mcfg.get("ratio_floor", 1.0))
     below = ref_ratios(cells, means, ratio_metrics, floor)
@@ -89,7 +90,52 @@ def compute(store: Store, run: str) -> dict[str, Any]:
             "cells": cells, "means": means, "ratio_floor": floor, "ratio_below_floor": below,
             "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
             "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES),
-            "code": _code(rows, config), "warnings": _warnings(model_sigs)}
+            "code": _code(rows, config), "warnings": _warnings(model_sigs), "significance": significance}
+
+
+ALPHA = 0.05          # significance level of the marks in the tables
+BOOTSTRAP_SAMPLES = 1000
+
+
+def model_sigs_of(rows: list[dict[str, Any]]) -> dict[str, dict]:
+    """One signature per condition (the first row's): enough to tell which condition has no prior."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        out.setdefault(r["condition"], r["signature"])
+    return out
+
+
+def _significance(groups: dict[tuple[str, str], list[dict]], cells: dict[str, dict[str, dict[str, Any]]],
+                  conditions: list[str], targets: list[str], metrics: list[tuple[str, Metric]],
+                  sigs: dict[str, dict]) -> dict[str, Any]:
+    """Paired bootstrap (sacrebleu) per language and metric, against the no-prior condition and
+    against the reference model: adds ``ci`` (95%), ``p vs none`` and ``p vs reference`` to each
+    cell (``ci``: the bootstrap mean and the half-width of its 95% interval). Only languages whose
+    conditions all cover the same examples are tested."""
+    none = next((c for c in conditions if (sigs[c].get("prior") or {}).get("strategy") == "none"), None)
+    baselines = [b for b in (none, "reference") if b in conditions]
+    testable = [(label, m) for label, m in metrics if hasattr(m, "paired_bootstrap")]
+    signatures: dict[str, set[str]] = defaultdict(set)   # BLEU's tokenizer differs per language
+    for tgt in targets:
+        rows = {c: sorted(groups.get((c, tgt), []), key=lambda r: r["idx"]) for c in conditions}
+        ids = [r["example_id"] for r in rows[conditions[0]]]
+        if not baselines or any([r["example_id"] for r in rs] != ids for rs in rows.values()):
+            continue
+        systems = {c: [r["output"] for r in rs] for c, rs in rows.items()}
+        refs = [r["reference"] or "" for r in rows[conditions[0]]]
+        for label, metric in testable:
+            for baseline in baselines:
+                signature, out = metric.paired_bootstrap(systems, refs, get_language(tgt), baseline,
+                                                         BOOTSTRAP_SAMPLES)
+                signatures[label].add(signature)
+                for cond, r in out.items():
+                    cell = cells[cond][tgt]
+                    cell.setdefault("ci", {})[label] = {"mean": r["mean"], "ci": r["ci"]}
+                    role = "none" if baseline == none else "reference"
+                    cell.setdefault(f"p vs {role}", {})[label] = r["p"]
+    return {"baselines": {"none": none, "reference": "reference" if "reference" in conditions else None},
+            "metrics": [label for label, _ in testable], "alpha": ALPHA, "resamples": BOOTSTRAP_SAMPLES,
+            "signatures": {label: sorted(s) for label, s in signatures.items()}}
 
 
 def _means(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,11 +215,34 @@ def _ratio_cell(cell: dict[str, Any], col: str, tgt: str, res: dict[str, Any]) -
     return _fmt(cell.get(col))
 
 
+def _marked(cell: dict[str, Any], metric: str, alpha: float) -> str:
+    """The score with * (differs from no prior) and † (differs from the reference) at p < alpha."""
+    marks = "".join(sym for key, sym in (("p vs none", "*"), ("p vs reference", "†"))
+                    if (p := (cell.get(key) or {}).get(metric)) is not None and p < alpha)
+    return _fmt(cell.get(metric)) + marks
+
+
+def _ci(cell: dict[str, Any], metric: str) -> str:
+    ci = (cell.get("ci") or {}).get(metric)
+    return f"±{ci['ci']:.1f}" if ci else "-"
+
+
 def to_markdown(res: dict[str, Any]) -> str:
     truncated = any(c.get("truncated") for cs in res["cells"].values() for c in cs.values())
     has_ref = "reference" in res["conditions"]
     ratio_cols = [f"% ref {m}" for m in res["ratio_metrics"]] if has_ref else []
-    cols = list(res["metrics"]) + ratio_cols + ["prior fallback %"] + (["truncated"] if truncated else []) + ["n"]
+    sig = res.get("significance") or {}
+    tested = [m for m in sig.get("metrics", []) if any("ci" in c for cs in res["cells"].values() for c in cs.values())]
+    ci_cols = [f"{m} 95% CI" for m in tested]
+    cols = list(res["metrics"]) + ci_cols + ratio_cols + ["prior fallback %"] + (["truncated"] if truncated else []) + ["n"]
+
+    def show(cell: dict[str, Any], col: str, tgt: str) -> str:
+        if col in ratio_cols:
+            return _ratio_cell(cell, col, tgt, res)
+        if col in ci_cols:
+            return _ci(cell, col[:-len(" 95% CI")])
+        return _marked(cell, col, sig["alpha"]) if col in tested else _fmt(cell.get(col))
+
     lines = [f"# pretty-align report: {res['run']}", "", f"Results stored: {res['complete']}", ""]
     lines += [f"**Warning:** {w}" for w in res.get("warnings", [])] + ([""] if res.get("warnings") else [])
     ref = res["condition_signatures"].get("reference")
@@ -182,10 +251,15 @@ def to_markdown(res: dict[str, Any]) -> str:
         adapter = f" + LoRA adapter `{m['adapter_sha256'][:16]}`" if m.get("adapter_sha256") else ""
         lines += [f"Reference model (\"% ref\"): `{m.get('model', '?')}`{adapter}", ""]
     for tgt in res["targets"]:
-        body = [[cond] + [_ratio_cell(cell, c, tgt, res) if c in ratio_cols else _fmt(cell.get(c)) for c in cols]
+        body = [[cond] + [show(cell, c, tgt) for c in cols]
                 for cond in res["conditions"] if (cell := res["cells"][cond].get(tgt))]
         lines += [f"## {tgt}", ""] + _table(["condition"] + cols, body) + [""]
-    mcols = [c for c in cols if c != "n"]
+    if tested:
+        lines += [f"{', '.join(tested)}: * differs from no prior (`{sig['baselines']['none']}`), † from the "
+                  f"reference, at p < {sig['alpha']:g}; 95% CI: paired bootstrap over sentences, {sig['resamples']} "
+                  f"resamples, shown as ± the half-width around the bootstrap mean (sacrebleu: "
+                  + "; ".join(f"`{v}`" for vs in sig["signatures"].values() for v in vs) + ").", ""]
+    mcols = [c for c in cols if c not in ["n", *ci_cols]]
     lines += ["## Mean over languages", ""]
     if has_ref:
         lines += [f"% ref = 100 x mean(condition) / mean(reference) over the {len(res['targets'])} languages "

@@ -71,6 +71,27 @@ class _SacreWrapper(Metric):
     def signature(self, tgt: Language) -> str:
         return _sig_one_ref(self._sacre(tgt))
 
+    def paired_bootstrap(self, systems: dict[str, list[str]], refs: list[str], tgt: Language, baseline: str,
+                         n_samples: int = 1000) -> tuple[str, dict[str, dict]]:
+        """sacrebleu's paired bootstrap resampling (Koehn 2004) of every system against ``baseline``,
+        all scored on the same resampled sentence sets. Returns the test's signature and, per system,
+        ``{"score", "mean": bootstrap mean, "ci": half-width of the 95% interval (mean ± ci, sacrebleu's
+        convention), "p": p-value against the baseline (None for it)}``.
+        Seeded by SACREBLEU_SEED (default 12345, in the signature), so a rerun gives the same numbers."""
+        from sacrebleu.significance import PairedTest
+
+        for hyps in systems.values():
+            self.check_args(hyps, refs)
+        names = [baseline] + [s for s in systems if s != baseline]
+        test = PairedTest([(n, systems[n]) for n in names], {self.name: self._sacre(tgt)}, [refs],
+                          test_type="bs", n_samples=n_samples)
+        signatures, scores = test()
+        key = next(k for k in scores if k != "System")
+        out = {name: {"score": float(r.score), "mean": float(r.mean), "ci": float(r.ci),
+                      "p": None if name == baseline else float(r.p_value)}
+               for name, r in zip(names, scores[key])}
+        return signatures[key].format(), out
+
 
 @METRICS.register("bleu")
 class BLEU(_SacreWrapper):
