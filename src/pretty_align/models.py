@@ -96,7 +96,7 @@ def dir_sha256(path: str | Path) -> str:
     """Hash over the weight/config/tokenizer files of a model or adapter directory."""
     h = hashlib.sha256()
     for f in sorted(Path(path).iterdir()):
-        if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".model", ".gguf", ".txt"}:
+        if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".model", ".spm", ".gguf", ".txt"}:
             h.update(f.name.encode())
             h.update(file_sha256(f).encode())
     return h.hexdigest()

@@ -240,9 +240,42 @@ def _validate(model: type[M], raw: dict[str, Any], path: Path) -> M:
         raise InputError(f"{first['msg']} ({len(e.errors())} error(s) in all)", path=str(path), field=loc) from None
 
 
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: tables merge key by key (recursively), anything else (a value, an
+    array such as ``[[priors]]``) is replaced whole."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _composed(path: Path, overrides: dict[str, Any] | None, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config at ``path`` over the ones it ``extends`` (a path or a list, relative to it; later
+    ones win, the file itself wins over all). Each file's relative paths are resolved against its
+    own folder before merging, so a shared base file can name its data relative to itself."""
+    path = path.resolve()
+    if path in chain:
+        raise InputError("configs extend each other in a cycle: " + " -> ".join(str(p) for p in (*chain, path)),
+                         path=str(path), field="extends")
+    raw = read_toml(path, overrides)
+    parents = raw.pop("extends", [])
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents):
+        raise InputError("expected a config path or a list of them, relative to this file", path=str(path),
+                         field="extends")
+    out: dict[str, Any] = {}
+    for parent in parents:
+        parent_path = path.parent / _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), parent)
+        if not parent_path.is_file():
+            raise InputError(f"the config it extends, {parent_path}, does not exist", path=str(path), field="extends")
+        out = merge(out, _composed(parent_path, None, (*chain, path)))
+    return merge(out, _expand(raw, path.parent))
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a config; errors name the file and the offending field."""
+    """Read and validate a config (composed with the configs it ``extends``); errors name the file
+    and the offending field. ``--set`` overrides apply to the composed config."""
     path = Path(path)
-    raw = _expand(read_toml(path, overrides), path.parent.resolve())
+    raw = _composed(path, overrides)
     raw["config_dir"] = str(path.parent.resolve())
     return _validate(ExperimentConfig, raw, path)

@@ -135,6 +135,8 @@ class Runner:
             else:
                 params["answerer"] = self._answerer(ModelConfig(model=pc.model, backend=pc.backend, chat=pc.chat,
                                                                 dtype=pc.dtype))
+        elif pc.model is not None:
+            params["model"] = pc.model   # e.g. refined: the MT model (a strategy without one refuses it)
         strategy = pc.strategy
         task_specific = f"{self.task.registry_name}-{pc.strategy}"   # e.g. pos-pseudo: a tag lexicon
         if task_specific in PRIORS:
