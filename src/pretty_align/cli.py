@@ -84,7 +84,7 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
                                                       (summary.by_other, "stored first by another process")) if n)
     console.print(f"{summary.produced} results produced, {summary.skipped} already stored{extra}, "
                   f"{summary.truncated} prompts truncated, {time.time() - start:.0f}s; store {summary.store}; "
-                  f"report {md}")
+                  f"report {md.with_suffix('.html')} (and .md, .json)")
     if not quiet:
         Console().print(summary_table(res))
 

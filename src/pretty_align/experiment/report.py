@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from ..languages import get_language
 from ..metrics import BLEU, ChrFpp, OffTarget, SpBLEU
 from ..metrics.base import Metric
-from .signature import METRIC_PACKAGES, package_versions
+from .signature import METRIC_PACKAGES, compact_signature, package_versions
 from .store import Store
 
 # Per task: the metrics of the report (label, metric) and those that get a "% ref" column.
@@ -40,10 +40,11 @@ def _metrics(task: str = "translation", comet_checkpoint: str | None = None,
     return ms
 
 
-def compute(store: Store, run: str) -> dict[str, Any]:
-    """All numbers of a run: per (condition, tgt) scores, ratios to the reference, means."""
+def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """All numbers of a run: per (condition, tgt) scores, ratios to the reference, means.
+    ``rows``: the run's rows when the caller has read them already."""
     config = store.run_config(run)
-    rows = store.rows(run)
+    rows = store.rows(run) if rows is None else rows
     expected = store.manifest_size(run)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
@@ -285,7 +286,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     for cond, entries in res["condition_signatures"].items():
         for e in entries:
             where = f" ({', '.join(e['targets'])})" if len(entries) > 1 else ""
-            lines.append(f"- {cond}{where}: `{json.dumps(e['signature'], sort_keys=True, ensure_ascii=False)}`")
+            lines.append(f"- {cond}{where}: `{compact_signature(e['signature'])}`")
+    lines += ["", "(Compact forms; the full signatures are in report.json and report.html.)"]
     return "\n".join(lines) + "\n"
 
 
@@ -330,11 +332,16 @@ def _per_tag_lines(res: dict[str, Any]) -> list[str]:
 
 
 def write_report(store: Store, run: str, out_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Write report.md and report.json for ``run`` into ``out_dir``; returns the Markdown path."""
-    res = compute(store, run)
+    """Write report.md, report.json and report.html (self-contained: plots, the example browser)
+    for ``run`` into ``out_dir``; returns the Markdown path and the numbers."""
+    from .html import write_html
+
+    rows = store.rows(run)
+    res = compute(store, run, rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(res, indent=1, ensure_ascii=False, default=str))
     md = out / "report.md"
     md.write_text(to_markdown(res), encoding="utf-8")
+    write_html(res, rows, out / "report.html")
     return md, res
