@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(abspath ../shared/data)
 export PRETTY_DATA := $(DATA)
 
-.PHONY: venv tools demo test bench clean
+.PHONY: venv tools demo test bench paper quick clean
 
 # torch first, pinned: its CPU wheel is local here, and anything that pulls torch later must find
 # it installed (otherwise pip fetches a multi-GB CUDA build).
@@ -33,6 +33,13 @@ demo: venv
 
 test: venv tools
 	$(BIN)/python -m pytest -q -rs
+
+# The paper's evidence in one resumable command (results/<preset>/); kill and rerun to continue.
+paper: venv tools
+	$(BIN)/pretty-align reproduce --preset paper
+
+quick: venv tools
+	$(BIN)/pretty-align reproduce --preset quick
 
 bench: venv
 	$(BIN)/python benchmarks/throughput.py

@@ -109,6 +109,33 @@ def summary_table(res: dict[str, Any]) -> Any:
 
 
 @app.command()
+def reproduce(preset: str = typer.Option("quick", "--preset", help="quick (minutes), paper (~3 h on 2 cores), or "
+                                         "a preset file."),
+              base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the configs', gemma-3-270m)."),
+              sft: Optional[str] = typer.Option(None, "--sft", help="The SFT counterpart: a LoRA adapter directory of the "
+                                                "base model or an instruct model (default: build it)."),
+              progress: bool = typer.Option(True, help="Show progress bars.")) -> None:
+    """The paper's evidence in one resumable command: SFT counterpart, translation, summarization,
+    POS tagging and the decision-space analysis; reports and an index in results/<preset>/."""
+    from .reproduce import reproduce as run_reproduce
+
+    try:
+        repro = run_reproduce(preset, base=base, sft=sft, progress=progress,
+                              log=lambda msg: console.print(msg, highlight=False))
+    except (PrettyAlignError, KeyError) as e:
+        _fail(e)
+    from rich.table import Table
+
+    table = Table(title=f"reproduce --preset {preset}: {repro.seconds / 60:.1f} min", title_justify="left")
+    for col in ("stage", "rows now/planned", "seconds", "note"):
+        table.add_column(col, justify="right" if col in ("rows now/planned", "seconds") else "left")
+    for s in repro.stages:
+        table.add_row(s.name, f"{s.produced}/{s.total}", f"{s.seconds:.0f}", s.note)
+    Console().print(table)
+    console.print(f"index {repro.results / 'README.md'}; reports {repro.results}/<stage>/report.html")
+
+
+@app.command()
 def sft(config: Path = typer.Argument(..., help="SFT build TOML file (see configs/sft-gemma.toml)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.max_steps=50."),
         restart: bool = typer.Option(False, help="Discard existing checkpoints and train from scratch."),

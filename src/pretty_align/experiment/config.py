@@ -249,7 +249,8 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _composed(path: Path, overrides: dict[str, Any] | None, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def composed(path: Path, overrides: dict[str, Any] | None = None, *, path_keys: set[str] = _PATH_KEYS,
+             chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The config at ``path`` over the ones it ``extends`` (a path or a list, relative to it; later
     ones win, the file itself wins over all). Each file's relative paths are resolved against its
     own folder before merging, so a shared base file can name its data relative to itself."""
@@ -268,14 +269,14 @@ def _composed(path: Path, overrides: dict[str, Any] | None, chain: tuple[Path, .
         parent_path = path.parent / _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), parent)
         if not parent_path.is_file():
             raise InputError(f"the config it extends, {parent_path}, does not exist", path=str(path), field="extends")
-        out = merge(out, _composed(parent_path, None, (*chain, path)))
-    return merge(out, _expand(raw, path.parent))
+        out = merge(out, composed(parent_path, path_keys=path_keys, chain=(*chain, path)))
+    return merge(out, _expand(raw, path.parent, path_keys=path_keys))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate a config (composed with the configs it ``extends``); errors name the file
     and the offending field. ``--set`` overrides apply to the composed config."""
     path = Path(path)
-    raw = _composed(path, overrides)
+    raw = composed(path, overrides)
     raw["config_dir"] = str(path.parent.resolve())
     return _validate(ExperimentConfig, raw, path)

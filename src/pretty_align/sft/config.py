@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..errors import InputError
-from ..experiment.config import _expand, _Strict, _validate, read_toml
+from ..experiment.config import _Strict, _validate, composed
 from ..languages import get_language
 
 
@@ -91,8 +91,7 @@ _PATHS = {"output", "dir", "model"}
 def load_sft_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SFTConfig:
     """Read and validate an SFT config; errors name the file and the offending field."""
     path = Path(path)
-    raw = read_toml(path, overrides)
-    raw = _expand(raw, path.parent.resolve(), path_keys=_PATHS)
+    raw = composed(path, overrides, path_keys=_PATHS)   # with the configs it extends
     raw["config_path"] = str(path)
     cfg = _validate(SFTConfig, raw, path)
     if not Path(cfg.data.dir).is_dir():

@@ -1,0 +1,270 @@
+"""``pretty-align reproduce``: the paper's evidence from one command, in one resumable store.
+
+A preset (``configs/presets/<name>.toml``, table ``[reproduce]``) names the stages: an SFT
+counterpart build (or ``--sft``), experiment configs (translation, summarization, POS; each
+composes shared configs with ``extends``) and the decision-space analysis, which runs on the first
+stage's config. Every stage writes into the preset's one store, so killing the command anywhere and
+running it again continues where it stopped (the SFT build resumes from its checkpoints, the runs
+and the analysis skip what is stored). Results go to ``results/<preset>/``: each stage's report
+(``report.html``, ``.md``, ``.json``), the analysis, and an index (``README.md``, ``results.json``)
+with the paper's published figures beside ours and the time each stage took.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from .errors import InputError
+from .experiment.config import ExperimentConfig, _Strict, _validate, composed, load_config
+
+PRESETS = Path(__file__).resolve().parents[2] / "configs" / "presets"
+# The paper's figures (Zhan et al. 2024, Llama2-7B / Mistral-7B, Flores-101, 8 languages): the base
+# model's score as % of its SFT counterpart's, per prior; and the share of SFT-chosen tokens within the
+# base model's top 10 (the "silent majority").
+PAPER_PERCENT_OF_SFT = {"none": 52.5, "pseudo": 85.4, "refined": 98.8}
+PAPER_SILENT_MAJORITY = 90.8
+
+
+class PresetConfig(_Strict):
+    """``[reproduce]`` of a preset file. Paths are relative to the preset file."""
+
+    sft: str | None = None                          # the SFT build config (None: --sft is required)
+    sft_set: dict[str, Any] = Field(default_factory=dict)   # overrides of the SFT build config
+    stages: list[str] = Field(min_length=1)         # experiment configs; the first one is also analysed
+    n: int | None = Field(None, ge=1)               # examples per language in every stage (None: the configs')
+    analysis_n: int | None = Field(None, ge=1)      # examples per language in the analysis (0 stages: none)
+    analysis: bool = True
+    store: str                                      # the one store of every stage
+    results: str                                    # where the reports and the index go
+
+
+class _PresetFile(_Strict):
+    reproduce: PresetConfig
+
+
+def load_preset(name_or_path: str) -> tuple[PresetConfig, Path]:
+    """A preset by name (``configs/presets/<name>.toml``) or path, validated; relative paths resolved."""
+    path = Path(name_or_path)
+    if not path.suffix:   # a name: the checkout's presets (or the working directory's configs/presets)
+        here = Path.cwd() / "configs" / "presets" / f"{name_or_path}.toml"
+        path = here if here.is_file() else PRESETS / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.toml") if "reproduce" in p.read_text()))
+        raise InputError(f"no preset '{name_or_path}'; presets: {known or 'none'}", field="--preset")
+    preset = _validate(_PresetFile, composed(path, path_keys=set()), path).reproduce
+    here = lambda p: str((path.parent / p).resolve())   # noqa: E731  (absolute paths stay as they are)
+    return preset.model_copy(update={"sft": preset.sft and here(preset.sft), "stages": [here(s) for s in preset.stages],
+                                     "store": here(preset.store), "results": here(preset.results)}), path
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float = 0.0
+    produced: int = 0
+    total: int = 0
+    note: str = ""
+    report: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Reproduction:
+    preset: str
+    results: Path
+    stages: list[Stage] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _stage_config(path: Path, preset: PresetConfig, *, base: str | None, reference: dict[str, Any]) -> ExperimentConfig:
+    """A stage's experiment config with the preset's store, sizes and models applied."""
+    overrides: dict[str, Any] = {"store": str(Path(preset.store).resolve()),
+                                 "report_dir": str(Path(preset.results).resolve() / path.stem)}
+    if preset.n is not None:
+        overrides["task.n"] = preset.n
+    if base:
+        overrides["base.model"] = base
+    overrides.update({f"reference.{k}": v for k, v in reference.items()})
+    return load_config(path, overrides)
+
+
+def _counterpart(preset: PresetConfig, sft: str | None, base: str | None, progress: bool,
+                 log: Callable[[str], None]) -> tuple[dict[str, Any], Stage]:
+    """The reference (SFT) model's config fields, building the counterpart when needed."""
+    stage = Stage("sft")
+    start = time.time()
+    if sft:
+        path = Path(sft)
+        if (path / "adapter_config.json").is_file():   # a LoRA adapter of the base model
+            stage.note = f"adapter given: {path}"
+            return {"adapter": str(path.resolve())}, stage
+        stage.note = f"model given: {sft}"
+        return {"model": sft, "adapter": None, "chat": None, "dtype": "bfloat16"}, stage
+    if preset.sft is None:
+        raise InputError("this preset builds no SFT counterpart: give one with --sft (an adapter directory or "
+                         "an instruct model)", field="--sft")
+    from .sft.config import load_sft_config
+    from .sft.train import build_sft
+
+    overrides = dict(preset.sft_set)
+    if base:
+        overrides["base.model"] = base
+    cfg = load_sft_config(preset.sft, overrides)
+    log(f"SFT counterpart: building {cfg.output_path} (resumes from its checkpoints)")
+    result = build_sft(cfg, progress=progress)
+    stage.seconds = time.time() - start
+    stage.produced = result.state.step - (result.resumed_from or 0)
+    stage.total = result.state.step
+    stage.note = (f"{result.state.step} steps, best validation loss {result.state.best_val:.4f}, "
+                  f"{result.split_sizes['train']} training examples")
+    return {"adapter": str(Path(result.adapter_dir).resolve())}, stage
+
+
+def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> Reproduction:
+    """Run (or resume) every stage of a preset and write ``results/<preset>/``."""
+    from .analysis.report import write_analysis_report
+    from .analysis.run import Analysis
+    from .experiment.report import write_report
+    from .experiment.runner import Runner
+
+    preset, path = load_preset(preset_name)
+    out = Path(preset.results)
+    out.mkdir(parents=True, exist_ok=True)
+    repro = Reproduction(path.stem, out)
+    start = time.time()
+    # Every stage config is read and validated before anything is built or loaded.
+    stage_paths = [Path(s) for s in preset.stages]
+    placeholder = {"adapter": None} if sft else {}
+    configs = [_stage_config(p, preset, base=base, reference=placeholder) for p in stage_paths]
+    reference, sft_stage = _counterpart(preset, sft, base, progress, log)
+    repro.stages.append(sft_stage)
+    for stage_path, cfg0 in zip(stage_paths, configs):
+        stage = Stage(cfg0.name)
+        cfg = _stage_config(stage_path, preset, base=base, reference=reference)
+        needs = [p.command for p in cfg.priors if p.strategy == "command"]
+        if needs and shutil.which(str(needs[0]).split()[0]) is None:
+            stage.note = f"skipped: {str(needs[0]).split()[0]} is not installed"
+            log(f"{stage.name}: {stage.note}")
+            repro.stages.append(stage)
+            continue
+        t0 = time.time()
+        log(f"{stage.name}: running (resumable)")
+        runner = Runner(cfg)
+        summary = runner.run(progress=progress)
+        _, stage.report = write_report(runner.store, cfg.name, cfg.report_path)
+        stage.seconds, stage.produced, stage.total = time.time() - t0, summary.produced, summary.total
+        repro.stages.append(stage)
+    if preset.analysis:
+        stage = Stage("analysis")
+        t0 = time.time()
+        cfg = _stage_config(stage_paths[0], preset, base=base, reference=reference)
+        cfg = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"n": preset.analysis_n})})
+        log("analysis: decision space of the base and SFT models (resumable)")
+        analysis = Analysis(cfg)
+        summary = analysis.run(progress=progress)
+        a = cfg.analysis
+        _, stage.report = write_analysis_report(analysis.store, cfg.name, out / "analysis", priors=a.priors,
+                                                top_k=a.top_k, max_positions=a.max_positions)
+        stage.seconds, stage.produced, stage.total = time.time() - t0, summary.produced, summary.examples
+        repro.stages.append(stage)
+    repro.seconds = time.time() - start
+    write_index(repro, preset_name)
+    return repro
+
+
+# -- the index --------------------------------------------------------------------------------------
+def _strategy(res: dict[str, Any], cond: str) -> str | None:
+    entries = res["condition_signatures"].get(cond) or [{}]
+    prior = (entries[0].get("signature") or {}).get("prior") or {}
+    return prior.get("strategy")
+
+
+def paper_comparison(res: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Per condition of a translation report: our % of SFT (ratio of means of ``metric``) and the
+    paper's figure for its prior strategy, where the paper has one (none, pseudo, refined)."""
+    out = []
+    for cond in res["conditions"]:
+        if cond == "reference":
+            continue
+        strategy = _strategy(res, cond)
+        paper_key = "refined" if strategy in ("command", "refined", "translation-refined") else strategy
+        out.append({"condition": cond, "ours": res["means"][cond].get(f"% ref {metric}"),
+                    "paper": PAPER_PERCENT_OF_SFT.get(paper_key or "")})
+    return out
+
+
+def _agreement(rows: list[dict[str, Any]]) -> str:
+    """One sentence on where our % of SFT agrees with the paper's (within 10 points) and where not."""
+    both = [r for r in rows if r["paper"] is not None and r["ours"] is not None]
+    if not both:
+        return "The paper has no figure for these conditions."
+    near = [r["condition"] for r in both if abs(r["ours"] - r["paper"]) <= 10]
+    far = [f"{r['condition']} ({r['ours']:.1f}% vs {r['paper']}%)" for r in both if abs(r["ours"] - r["paper"]) > 10]
+    parts = []
+    if near:
+        parts.append(f"within 10 points of the paper: {', '.join(near)}")
+    if far:
+        parts.append(f"further from it: {', '.join(far)}")
+    return "Ours vs the paper: " + "; ".join(parts) + "."
+
+
+def write_index(repro: Reproduction, preset_name: str) -> Path:
+    """``results/<preset>/README.md`` and ``results.json``: stage times, the paper's tables beside ours."""
+    from .experiment.report import _fmt, _table
+    from .experiment.signature import code_revision
+
+    lines = [f"# pretty-align reproduce --preset {preset_name}", "",
+             f"Code revision `{code_revision()}`; regenerate with `pretty-align reproduce --preset {preset_name}`.",
+             "Each stage's full report (tables with confidence intervals, plots, the example browser, "
+             "signatures) is `<stage>/report.html`.", ""]
+    index: dict[str, Any] = {"preset": preset_name, "code_revision": code_revision(),
+                             "seconds": repro.seconds, "stages": []}
+    lines += ["## Stages", ""] + _table(
+        ["stage", "rows produced now / planned", "seconds (this invocation)", "note"],
+        [[s.name, f"{s.produced}/{s.total}", f"{s.seconds:.0f}", s.note] for s in repro.stages])
+    for s in repro.stages:
+        index["stages"].append({"name": s.name, "seconds": s.seconds, "produced": s.produced, "total": s.total,
+                                "note": s.note})
+    for s in repro.stages:
+        res = s.report
+        if not res or "conditions" not in res:
+            continue
+        metric = res["ratio_metrics"][-1] if res.get("ratio_metrics") else None
+        lines += ["", f"## {s.name} ({res['task']}, {res['complete']} rows): % of the SFT counterpart", ""]
+        if metric is None or "reference" not in res["conditions"]:
+            lines.append("(no reference model in this stage)")
+            continue
+        rows = paper_comparison(res, metric)
+        paper = res["task"] == "translation"
+        header = ["condition", f"% of SFT ({metric}, ratio of means)"] + (["paper"] if paper else []) + res["targets"]
+        lines += _table(header, [[r["condition"], _fmt(r["ours"])] + ([_fmt(r["paper"])] if paper else [])
+                                 + [_fmt(res["cells"][r["condition"]].get(t, {}).get(f"% ref {metric}"))
+                                    for t in res["targets"]] for r in rows])
+        if paper:
+            lines += ["", "Paper: Llama2-7B / Mistral-7B on Flores-101, 8 languages (none 52.5%, dictionary prior "
+                      "85.4%, refined prior 98.8% of SFT). " + _agreement(rows)]
+    analysis = next((s for s in repro.stages if s.name == "analysis" and s.report), None)
+    if analysis:
+        res = analysis.report
+        k = res["top_k"]
+        row = res["table"]["all"]
+        lines += ["", "## Decision space: the silent majority", "",
+                  f"Share of the SFT model's tokens within the base model's top {k} (all languages; "
+                  f"paper: {PAPER_SILENT_MAJORITY}%):", ""]
+        lines += _table(["prior tokens given", f"rank <= {k} %", "rank 1 %", "mean KL"],
+                        [[str(p), _fmt(row[p].get(f"rank <= {k} %")), _fmt(row[p].get("rank 1 %")),
+                          _fmt(row[p].get("mean KL"))] for p in res["priors"]])
+        index["silent_majority"] = {str(p): row[p].get(f"rank <= {k} %") for p in res["priors"]}
+    index["paper"] = {"percent_of_sft": PAPER_PERCENT_OF_SFT, "silent_majority": PAPER_SILENT_MAJORITY}
+    index["reports"] = {s.name: s.report for s in repro.stages if s.report}
+    (repro.results / "results.json").write_text(json.dumps(index, indent=1, ensure_ascii=False, default=str))
+    md = repro.results / "README.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return md
