@@ -96,6 +96,8 @@ def test_paired_bootstrap_is_seeded_and_tests_against_the_baseline():
     assert first["none"]["p"] is None and first["good"]["p"] < 0.05 and first["perfect"]["p"] < 0.05
     assert first["perfect"]["score"] == pytest.approx(100.0) and first["perfect"]["ci"] == pytest.approx(0.0)
     assert 0 < first["good"]["ci"] < 20 and first["none"]["score"] < first["good"]["score"]
+    _, same = ChrFpp().paired_bootstrap({"none": bad, "copy": list(bad)}, refs, get_language("deu_Latn"), "none")
+    assert same["copy"]["p"] == 1.0   # the same outputs never differ (sacrebleu alone would say p = 0.001)
 
 
 def test_run_report_marks_significance_against_none_and_the_reference(tmp_path, shared_data):

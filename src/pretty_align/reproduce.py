@@ -217,7 +217,7 @@ def _agreement(rows: list[dict[str, Any]]) -> str:
 
 def write_index(repro: Reproduction, preset_name: str) -> Path:
     """``results/<preset>/README.md`` and ``results.json``: stage times, the paper's tables beside ours."""
-    from .experiment.report import _fmt, _table
+    from .experiment.report import _fmt, _ratio_cell, _table
     from .experiment.signature import code_revision
 
     lines = [f"# pretty-align reproduce --preset {preset_name}", "",
@@ -245,7 +245,7 @@ def write_index(repro: Reproduction, preset_name: str) -> Path:
         paper = res["task"] == "translation"
         header = ["condition", f"% of SFT ({metric}, ratio of means)"] + (["paper"] if paper else []) + res["targets"]
         lines += _table(header, [[r["condition"], _fmt(r["ours"])] + ([_fmt(r["paper"])] if paper else [])
-                                 + [_fmt(res["cells"][r["condition"]].get(t, {}).get(f"% ref {metric}"))
+                                 + [_ratio_cell(res["cells"][r["condition"]].get(t, {}), f"% ref {metric}", t, res)
                                     for t in res["targets"]] for r in rows])
         if paper:
             lines += ["", "Paper: Llama2-7B / Mistral-7B on Flores-101, 8 languages (none 52.5%, dictionary prior "

@@ -87,8 +87,12 @@ class _SacreWrapper(Metric):
                           test_type="bs", n_samples=n_samples)
         signatures, scores = test()
         key = next(k for k in scores if k != "System")
+        base = scores[key][0].score
+        # sacrebleu counts resampled differences strictly above the observed one (after multeval), so
+        # a system that scores exactly the baseline's (e.g. the same outputs) gets its smallest p-value
+        # and would look "significant": an observed difference of 0 is no evidence of one.
         out = {name: {"score": float(r.score), "mean": float(r.mean), "ci": float(r.ci),
-                      "p": None if name == baseline else float(r.p_value)}
+                      "p": None if name == baseline else 1.0 if r.score == base else float(r.p_value)}
                for name, r in zip(names, scores[key])}
         return signatures[key].format(), out
 
