@@ -25,11 +25,12 @@ tools:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q apertium apertium-eng-spa >/dev/null 2>&1; } || \
 	    echo "warning: could not install apertium (needs root and Debian's apt): its test fails under CI=true"; }
 
-demo: venv
+# The main job: the quick preset of `reproduce` (a small SFT counterpart, then base vs base + prior vs
+# SFT on translation, summarization and POS, and the decision-space analysis; ~15 min on 2 cores).
+demo: venv tools
 	@test -d "$(DATA)/flores200" || { echo "FLORES not found under $(DATA). Run: make demo DATA=/path/to/data" \
 	  "(a folder with flores200/ and dictionaries/muse/, see README 'Set-up')"; exit 2; }
-	$(BIN)/pretty-align fetch smollm2-135m-instruct
-	time $(BIN)/pretty-align run configs/demo.toml
+	time $(BIN)/pretty-align reproduce --preset quick
 
 test: venv tools
 	$(BIN)/python -m pytest -q -rs
