@@ -149,4 +149,5 @@ def test_cli_run_backend_option_overrides_the_config(tmp_path, shared_data):
     out = cli("run", str(cfg), "--backend", "fake", "--no-progress", "--quiet")
     assert out.returncode == 0, out.stderr
     assert "2 results produced" in out.stdout + out.stderr
-    assert '"backend": "fake"' in (tmp_path / "runs" / "b" / "report.md").read_text()   # the signature names it
+    assert "|backend:fake|" in (tmp_path / "runs" / "b" / "report.md").read_text()   # the signature names it
+    assert '"backend": "fake"' in (tmp_path / "runs" / "b" / "report.json").read_text()   # in full
