@@ -41,6 +41,7 @@ paper: venv tools
 
 quick: venv tools
 	$(BIN)/pretty-align reproduce --preset quick
+	$(BIN)/python scripts/readme_tables.py      # the README's result tables, copied from results/quick
 
 bench: venv
 	$(BIN)/python benchmarks/throughput.py

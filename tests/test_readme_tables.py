@@ -1,0 +1,26 @@
+"""The README's result tables are copies of what `pretty-align reproduce` wrote into results/:
+this fails when someone edits a number by hand or reruns a preset without updating the README."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_tables_match_results():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_tables.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 result blocks match results/" in proc.stdout
+
+
+def test_a_hand_edited_number_is_caught(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    edited = tmp_path / "README.md"
+    edited.write_text(readme.replace("| none | 53.0 |", "| none | 99.0 |", 1), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_tables.py"), "--check",
+                           "--readme", str(edited)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "out of date" in proc.stderr
