@@ -7,7 +7,7 @@ config is answered with the valid choices.
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -46,6 +46,9 @@ def keyword_params(func: Callable, exclude: tuple[str, ...] = ("self",)) -> list
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in exclude]
 
 
-def accepts_any_keyword(func: Callable) -> bool:
-    """True when ``func`` takes ``**kwargs`` (it then checks unknown names itself)."""
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
+def unknown_keywords(func: Callable, given: Iterable[str], exclude: tuple[str, ...] = ("self",)) -> list[str]:
+    """The names in ``given`` that ``func`` does not take, sorted; none when it takes ``**kwargs``
+    (it then checks unknown names itself)."""
+    if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values()):
+        return []
+    return sorted(set(given) - set(keyword_params(func, exclude)))

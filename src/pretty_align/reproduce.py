@@ -21,8 +21,10 @@ from typing import Any, Callable
 
 from pydantic import Field
 
+from .backends.base import Backend
 from .errors import InputError
 from .experiment.config import ExperimentConfig, _Strict, _validate, composed, load_config
+from .experiment.signature import content_hash
 
 PRESETS = Path(__file__).resolve().parents[2] / "configs" / "presets"
 # The paper's figures (Zhan et al. 2024, Llama2-7B / Mistral-7B, Flores-101, 8 languages): the base
@@ -126,6 +128,22 @@ def _counterpart(preset: PresetConfig, sft: str | None, base: str | None, progre
     return {"adapter": str(Path(result.adapter_dir).resolve())}, stage
 
 
+def _shared_backends() -> Callable[..., Backend]:
+    """``load_backend`` that loads each (backend, model, options) once for all stages: the base model
+    and the SFT counterpart (merged with its adapter) serve every stage and the analysis."""
+    from .backends import load_backend
+
+    loaded: dict[str, Backend] = {}
+
+    def factory(name: str, model: str, **options: Any) -> Backend:
+        key = content_hash({"name": name, "model": model, "options": options})
+        if key not in loaded:
+            loaded[key] = load_backend(name, model, **options)
+        return loaded[key]
+
+    return factory
+
+
 def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = None, progress: bool = True,
               log: Callable[[str], None] = print) -> Reproduction:
     """Run (or resume) every stage of a preset and write ``results/<preset>/``."""
@@ -145,6 +163,7 @@ def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = No
     configs = [_stage_config(p, preset, base=base, reference=placeholder) for p in stage_paths]
     reference, sft_stage = _counterpart(preset, sft, base, progress, log)
     repro.stages.append(sft_stage)
+    factory = _shared_backends()
     for stage_path, cfg0 in zip(stage_paths, configs):
         stage = Stage(cfg0.name)
         cfg = _stage_config(stage_path, preset, base=base, reference=reference)
@@ -156,7 +175,7 @@ def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = No
             continue
         t0 = time.time()
         log(f"{stage.name}: running (resumable)")
-        runner = Runner(cfg)
+        runner = Runner(cfg, backend_factory=factory)
         summary = runner.run(progress=progress)
         _, stage.report = write_report(runner.store, cfg.name, cfg.report_path)
         stage.seconds, stage.produced, stage.total = time.time() - t0, summary.produced, summary.total
@@ -167,7 +186,7 @@ def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = No
         cfg = _stage_config(stage_paths[0], preset, base=base, reference=reference)
         cfg = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"n": preset.analysis_n})})
         log("analysis: decision space of the base and SFT models (resumable)")
-        analysis = Analysis(cfg)
+        analysis = Analysis(cfg, backend_factory=factory)
         summary = analysis.run(progress=progress)
         a = cfg.analysis
         _, stage.report = write_analysis_report(analysis.store, cfg.name, out / "analysis", priors=a.priors,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from ..registry import Registry, accepts_any_keyword, keyword_params
+from ..registry import Registry, keyword_params, unknown_keywords
 from .base import Backend, Capabilities, Generation, GenerationRequest, ScoreResult
 
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -15,12 +15,9 @@ def unknown_option(name: str, options: dict) -> str | None:
     """Why ``options`` do not fit backend ``name`` (an option it does not take, listing those it
     takes), or None. Backends that take free-form ``**options`` check them themselves."""
     init = BACKENDS.get(name).__init__
-    if accepts_any_keyword(init):
-        return None
-    accepted = keyword_params(init, exclude=("self", "model"))
-    unknown = sorted(set(options) - set(accepted))
-    return (f"the {name} backend takes no option '{unknown[0]}'; its options: {', '.join(sorted(accepted))}"
-            if unknown else None)
+    unknown = unknown_keywords(init, options, exclude=("self", "model"))
+    return (f"the {name} backend takes no option '{unknown[0]}'; its options: "
+            f"{', '.join(sorted(keyword_params(init, exclude=('self', 'model'))))}" if unknown else None)
 
 
 def load_backend(name: str, model: str, **options) -> Backend:

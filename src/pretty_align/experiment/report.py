@@ -72,20 +72,11 @@ def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) ->
         cell["new tokens"] = mean(r["new_tokens"] for r in rs)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
         cells[cond][tgt_code] = cell
-    significance = _significance(groups, cells, conditions, targets, metrics, model_sigs_of(rows))
+    model_sigs = _condition_signatures(rows)
+    significance = _significance(groups, cells, conditions, targets, metrics, model_sigs)
     means = {cond: _means(list(cells[cond].values())) for cond in conditions}
     floor = float(mcfg.get("ratio_floor", 1.0))
     below = ref_ratios(cells, means, ratio_metrics, floor)
-    # A condition's signature can differ per target (e.g. each language's dictionary hash): keep
-    # every distinct one with the targets it covers, not whichever row came last.
-    model_sigs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        entries = model_sigs[r["condition"]]
-        entry = next((e for e in entries if e["signature"] == r["signature"]), None)
-        if entry is None:
-            entries.append({"targets": [r["tgt"]], "signature": r["signature"]})
-        elif r["tgt"] not in entry["targets"]:
-            entry["targets"].append(r["tgt"])
     return {"run": run, "task": task, "metrics": [label for label, _ in metrics], "ratio_metrics": list(ratio_metrics),
             "complete": f"{len(rows)}/{expected}", "conditions": conditions, "targets": targets,
             "cells": cells, "means": means, "ratio_floor": floor, "ratio_below_floor": below,
@@ -98,22 +89,29 @@ ALPHA = 0.05          # significance level of the marks in the tables
 BOOTSTRAP_SAMPLES = 1000
 
 
-def model_sigs_of(rows: list[dict[str, Any]]) -> dict[str, dict]:
-    """One signature per condition (the first row's): enough to tell which condition has no prior."""
-    out: dict[str, dict] = {}
+def _condition_signatures(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every distinct signature of each condition with the targets it covers: a condition's
+    signature can differ per target (each language's dictionary hash), so not whichever came last."""
+    sigs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        out.setdefault(r["condition"], r["signature"])
-    return out
+        entries = sigs[r["condition"]]
+        entry = next((e for e in entries if e["signature"] == r["signature"]), None)
+        if entry is None:
+            entries.append({"targets": [r["tgt"]], "signature": r["signature"]})
+        elif r["tgt"] not in entry["targets"]:
+            entry["targets"].append(r["tgt"])
+    return sigs
 
 
 def _significance(groups: dict[tuple[str, str], list[dict]], cells: dict[str, dict[str, dict[str, Any]]],
                   conditions: list[str], targets: list[str], metrics: list[tuple[str, Metric]],
-                  sigs: dict[str, dict]) -> dict[str, Any]:
+                  sigs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Paired bootstrap (sacrebleu) per language and metric, against the no-prior condition and
     against the reference model: adds ``ci`` (95%), ``p vs none`` and ``p vs reference`` to each
     cell (``ci``: the bootstrap mean and the half-width of its 95% interval). Only languages whose
     conditions all cover the same examples are tested."""
-    none = next((c for c in conditions if (sigs[c].get("prior") or {}).get("strategy") == "none"), None)
+    none = next((c for c in conditions if (sigs[c][0]["signature"].get("prior") or {}).get("strategy") == "none"),
+                None)
     baselines = [b for b in (none, "reference") if b in conditions]
     testable = [(label, m) for label, m in metrics if hasattr(m, "paired_bootstrap")]
     signatures: dict[str, set[str]] = defaultdict(set)   # BLEU's tokenizer differs per language

@@ -21,7 +21,7 @@ from ..languages import Language, get_language
 from ..metrics.offtarget import detect
 from ..priors import PRIORS, Prior, PriorItem, make_prior
 from ..progress import progress_bar
-from ..registry import keyword_params
+from ..registry import keyword_params, unknown_keywords
 from ..tasks import TASKS, Example, Task
 from .answerer import Answer, Answerer
 from .config import ExperimentConfig, ModelConfig, PriorConfig
@@ -89,11 +89,10 @@ def build_task(cfg: ExperimentConfig) -> Task:
     take (e.g. ``flores`` for POS tagging) is refused, naming the fields it does take."""
     cls = TASKS.get(cfg.task.name)
     given = cfg.task.model_dump(exclude={"name", "targets", "max_prompt_tokens"}, exclude_none=True)
-    accepted = keyword_params(cls.__init__)
-    unknown = sorted(set(given) - set(accepted))
+    unknown = unknown_keywords(cls.__init__, given)
     if unknown:
         raise InputError(f"task '{cfg.task.name}' takes no field '{unknown[0]}'; its fields: "
-                         f"{', '.join(sorted(set(accepted) | {'targets', 'max_prompt_tokens'}))}",
+                         f"{', '.join(sorted({*keyword_params(cls.__init__), 'targets', 'max_prompt_tokens'}))}",
                          field=f"task.{unknown[0]}")
     return cls(**given)
 
