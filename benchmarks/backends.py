@@ -16,6 +16,8 @@ Each backend runs in its own process (so peak RSS is its own), the requests in c
 * ``hf``             HF backend, prefix reuse on (one prefill per example, cache forked per prior)
 * ``hf-noreuse``     HF backend, prefix reuse off
 * ``llamacpp``       llamacpp backend (the GGUF itself; prompt-cache reuse between conditions)
+* ``llamacpp-batched`` llamacpp backend with ``parallel=--parallel`` (default 8) sequences per
+                     ``llama_decode`` (continuous batching, one prompt shared by its prior variants)
 * ``llamacpp-loop``  a plain llama-cpp-python greedy loop over the same ids (the reference point)
 * ``openai``         openai backend against ``python -m llama_cpp.server`` on 127.0.0.1 (concurrency 4)
 
@@ -23,7 +25,8 @@ Reported: outputs/s, sentences/s (4 outputs each), generated tokens/s, peak RSS,
 (new ids) identical to the reference backend's (``--reference``, default the first that ran), and one
 line per pair of backends that ran: ``agreement: A vs B: S/N identical greedy outputs (P%)``.
 Targets: hf >= 30% less wall time than hf-noreuse with identical outputs; llamacpp within 10% of
-llamacpp-loop; openai within 25% of llamacpp.
+llamacpp-loop; openai within 25% of llamacpp; llamacpp-batched >= 2.5x the throughput of llamacpp
+(issue 14).
 
 Smallest check (a few seconds per backend): ``--n 1 --max-new-tokens 8``.
 """
@@ -235,6 +238,8 @@ def worker(name: str, spec_path: str, out_path: str, args) -> None:
         backend = load_backend("hf", "gemma3-270m", dtype=args.dtype, prefix_reuse=name == "hf", threads=args.threads)
     elif name == "llamacpp":
         backend = load_backend("llamacpp", "gemma3-270m", n_threads=args.threads)
+    elif name == "llamacpp-batched":
+        backend = load_backend("llamacpp", "gemma3-270m", n_threads=args.threads, parallel=args.parallel)
     elif name == "openai":
         server, url = start_server(gguf, args.threads)
         backend = load_backend("openai", "gemma3-270m", base_url=url, tokenizer="gemma3-270m",
@@ -273,6 +278,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--parallel", type=int, default=8, help="sequences per step of llamacpp-batched")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -291,10 +297,10 @@ def main() -> None:
     for name in args.backends.split(","):
         cmd = [sys.executable, __file__, "--worker", name, "--spec", str(tmp / "spec.json"), "--out",
                str(tmp / f"{name}.json"), "--dtype", args.dtype, "--threads", str(args.threads),
-               "--concurrency", str(args.concurrency)]
+               "--concurrency", str(args.concurrency), "--parallel", str(args.parallel)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
-            print(f"{name:>14}: unavailable ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'})")
+            print(f"{name:>16}: unavailable ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'})")
             continue
         results[name] = json.loads((tmp / f"{name}.json").read_text())
     if not results:
@@ -304,12 +310,12 @@ def main() -> None:
         print(f"note: reference backend {reference} did not run; comparing with {next(iter(results))}")
         reference = next(iter(results))
     ref = results[reference]["outputs"]
-    print(f"\n{'backend':>14} {'wall s':>8} {'outputs/s':>10} {'sent/s':>7} {'gen tok/s':>10} {'peak RSS MB':>12}"
+    print(f"\n{'backend':>16} {'wall s':>8} {'outputs/s':>10} {'sent/s':>7} {'gen tok/s':>10} {'peak RSS MB':>12}"
           f"  same outputs as {reference}")
     for name, r in results.items():
         toks = sum(len(o) for o in r["outputs"])
         same = identical(r["outputs"], ref)
-        print(f"{name:>14} {r['wall']:8.1f} {n_rows / r['wall']:10.2f} {n_ex / r['wall']:7.2f} {toks / r['wall']:10.1f}"
+        print(f"{name:>16} {r['wall']:8.1f} {n_rows / r['wall']:10.2f} {n_ex / r['wall']:7.2f} {toks / r['wall']:10.1f}"
               f" {r['peak_rss_mb']:12.0f}  {same}/{n_rows} ({100 * same / n_rows:.1f}%)")
     print()
     names = list(results)
@@ -325,6 +331,9 @@ def main() -> None:
     if {"llamacpp", "llamacpp-loop"} <= w.keys():
         print(f"llamacpp backend vs plain llama-cpp-python loop: {w['llamacpp'] / w['llamacpp-loop']:.2f}x wall time "
               "(target <= 1.10)")
+    if {"llamacpp-batched", "llamacpp"} <= w.keys():
+        print(f"llamacpp parallel={args.parallel} vs llamacpp: {w['llamacpp'] / w['llamacpp-batched']:.2f}x the "
+              "throughput (target >= 2.5)")
     if {"openai", "llamacpp"} <= w.keys():
         print(f"openai (llama_cpp.server, concurrency {args.concurrency}) vs llamacpp backend: "
               f"{w['openai'] / w['llamacpp']:.2f}x wall time (target <= 1.25)")

@@ -9,7 +9,7 @@ Tokenizer: ``GGUFTokenizer``, llama.cpp's own tokenizer over the GGUF vocabulary
 models it encodes exactly as the Hugging Face tokenizer transformers builds from the same GGUF, and
 ``get_vocab`` spells pieces the same way, so ``boundary.tokenizer_fingerprint`` matches too (tested).
 
-Generation is greedy, one request at a time (``batched=False``): the prompt + prior ids are
+Generation is greedy, one request at a time by default (``batched=False``): the prompt + prior ids are
 evaluated, then the argmax of the last logits is taken and fed back one token at a time; every row
 stops through ``decoding.RowState``. EOS is llama.cpp's end-of-generation set (``<eos>``, and for
 gemma also ``<end_of_turn>``), which llama.cpp itself stops at.
@@ -25,6 +25,17 @@ is bit-exact (tested: identical logits, identical outputs), and a greedy output 
 the input ids and ``n_batch`` alone: ``batch_invariant=True``. Requests are sorted by
 (prompt, prior) so those that share a prompt follow each other. ``n_batch`` is in the signature;
 ``n_ctx`` and ``n_threads`` are not (measured: they do not change a logit), nor ``prompt_cache``.
+
+Parallel decoding (option ``parallel`` > 1, issue 14): ``ParallelDecoder`` keeps ``parallel``
+sequences in one unified KV cache and advances all of them with one ``llama_decode`` per step,
+admitting a new request as soon as a slot frees (continuous batching); one example's prompt is
+evaluated once and shared by its prior variants through ``llama_memory_seq_cp``. It is ~2.3x the
+throughput of the serial path on 2 CPU cores (``benchmarks/backends.py``), but llama.cpp's CPU
+kernels give a token different logits depending on how many tokens share its step (repacked
+matrix kernels switch between GEMV and GEMM; turning the repacking off does not make it invariant,
+measured), so outputs depend on the batch: ``batch_invariant=False``, ``batched=True``, and
+``parallel`` is in the signature. A request decoded alone equals a plain llama-cpp-python loop
+over the same chunks (tested).
 
 Scoring is teacher forcing through the same path: the prompt is evaluated as above, then the
 answer one token at a time, reading the full-vocabulary logits at each position. Ranks and
@@ -161,24 +172,30 @@ class GGUFTokenizer:
 
 @BACKENDS.register("llamacpp")
 class LlamaCppBackend(Backend):
-    """Options: ``n_ctx`` (context size, default 4096), ``n_threads`` (alias ``threads``; default
-    llama.cpp's choice), ``n_batch`` (evaluation chunk, default 32: smaller chunks let more of a
-    shared prompt be reused, see the module docstring), ``prompt_cache`` (default True), ``seed``."""
+    """Options: ``n_ctx`` (context size per sequence, default 4096), ``n_threads`` (alias
+    ``threads``; default llama.cpp's choice), ``n_batch`` (evaluation chunk, default 32: smaller
+    chunks let more of a shared prompt be reused, see the module docstring; 512 when parallel),
+    ``prompt_cache`` (default True), ``seed``, ``parallel`` (default 1: sequences decoded together
+    by ``ParallelDecoder``; above 1 outputs depend on the batch, ``batch_invariant=False``)."""
 
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "float32", n_ctx: int = 4096,
-                 n_threads: int | None = None, n_batch: int = 32, seed: int = 0, prompt_cache: bool = True,
-                 threads: int | None = None, **options: Any) -> None:
+                 n_threads: int | None = None, n_batch: int | None = None, seed: int = 0, prompt_cache: bool = True,
+                 threads: int | None = None, parallel: int = 1, **options: Any) -> None:
         if adapter:
             raise CapabilityError(f"the llamacpp backend cannot load LoRA adapters (adapter '{adapter}'); use the "
                                   "hf backend, or merge the adapter into the model and convert the result to GGUF")
         if options:
             raise InputError(f"unknown llamacpp backend option(s) {sorted(options)}; known: n_ctx, n_threads, "
-                             "n_batch, prompt_cache, seed", field="options")
+                             "n_batch, prompt_cache, seed, parallel", field="options")
         if dtype not in DTYPES:
             raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}", field="dtype")
-        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
+        if n_batch is None:
+            n_batch = 32 if parallel == 1 else 512
+        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("parallel", parallel)):
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}", field=f"options.{name}")
+        if parallel > 255:   # llama.cpp holds at most 256 sequences: the slots and the shared-prefix holder
+            raise InputError(f"parallel must be at most 255, got {parallel}", field="options.parallel")
         self.resolved = resolve_model(model)
         if self.resolved.kind != "gguf":
             raise InputError(f"the llamacpp backend runs GGUF files; '{model}' is a {self.resolved.kind} model "
@@ -189,7 +206,9 @@ class LlamaCppBackend(Backend):
         # back to any position (the small SWA cache has already dropped what a prefix needs).
         self._llm = load_llama(self.resolved.path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads,
                                n_threads_batch=n_threads, seed=seed, logits_all=False, swa_full=True)
-        self.n_ctx, self.n_batch, self.prompt_cache = int(self._llm.n_ctx()), int(self._llm.n_batch), prompt_cache
+        self.n_ctx, self.prompt_cache = int(self._llm.n_ctx()), prompt_cache
+        # the evaluation chunk that shapes the logits: the decoder's ubatch when parallel
+        self.n_batch = n_batch if parallel > 1 else int(self._llm.n_batch)
         self._lib, self._tok = llama_cpp, GGUFTokenizer(self._llm)
         self._eos = self._tok.eog_ids
         self._version = llama_cpp.__version__
@@ -198,8 +217,11 @@ class LlamaCppBackend(Backend):
         self.description = desc.value.decode("utf-8", errors="replace")   # e.g. "gemma3 270M Q4_K - Medium"
         self._cached: list[int] = []      # input ids whose KV entries came from whole aligned chunks
         self.evaluated_tokens = 0         # prompt tokens run through the model (tests read it)
-        self.capabilities = Capabilities(batched=False, token_ids_in=True, exact_scoring=True, adapters=False,
-                                         chat_template=bool(self._tok.chat_template), batch_invariant=True)
+        self.parallel = parallel
+        self._decoder = (ParallelDecoder(llama_cpp, self._llm.model, self._llm.context_params, parallel=parallel,
+                                         n_ctx=n_ctx, n_ubatch=n_batch) if parallel > 1 else None)
+        self.capabilities = Capabilities(batched=parallel > 1, token_ids_in=True, exact_scoring=True, adapters=False,
+                                         chat_template=bool(self._tok.chat_template), batch_invariant=parallel == 1)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -253,6 +275,8 @@ class LlamaCppBackend(Backend):
         prompt reuse its cached chunks; ``on_done`` gets each request's original index."""
         order = sorted(range(len(requests)),
                        key=lambda i: (tuple(requests[i].prompt_ids), tuple(requests[i].prior_ids)))
+        if self._decoder is not None:
+            return self._decoder.run(requests, order, decoding, self._tok, self._eos, on_done)
         out: list[Generation | None] = [None] * len(requests)
         for i in order:
             req = requests[i]
@@ -303,4 +327,136 @@ class LlamaCppBackend(Backend):
 
     def signature(self) -> dict:
         return {"backend": "llamacpp", "model": self.resolved.spec, "kind": "gguf", "sha256": self.resolved.sha256,
-                "quantization": self.description, "n_batch": self.n_batch, "llama_cpp_version": self._version}
+                "quantization": self.description, "n_batch": self.n_batch, "llama_cpp_version": self._version,
+                **({"parallel": self.parallel} if self.parallel > 1 else {})}
+
+
+class _Slot:
+    """One sequence of the parallel decoder: its request's index, stopping state and next position."""
+
+    __slots__ = ("index", "row", "pos", "next_tok")
+
+    def __init__(self, index: int, row: RowState, pos: int) -> None:
+        self.index, self.row, self.pos, self.next_tok = index, row, pos, -1
+
+
+class ParallelDecoder:
+    """Continuous batching over one llama.cpp context holding ``parallel`` sequences in a unified
+    KV cache: one ``llama_decode`` per step over a ``llama_batch`` whose tokens carry sequence ids.
+
+    Invariants:
+    * seq ids ``0..parallel-1`` are slots; seq id ``parallel`` (the holder) keeps the shared prompt
+      prefix ``prompt_ids[:-1]`` of the latest admitted request. A request with the same prefix gets
+      it through ``llama_memory_seq_cp`` (cells carry several seq ids: nothing is copied), or, when
+      the prefix is evaluated in the same step, by adding its slot to those tokens' seq ids. One
+      example's prompt is thus evaluated once for all its prior variants (requests come sorted by
+      prompt). Each request evaluates at least its prompt's last token, whose logits it needs.
+    * A step holds one token per decoding slot plus the prefills admitted in it, at most
+      ``step_tokens`` tokens unless a single prefill is longer (it then runs alone with the slots).
+    * The cache has ``n_ctx`` cells per sequence (holder included) and every request is checked to
+      fit ``n_ctx``, so admission never waits for cache room.
+
+    Outputs depend on what shares a step (the matrix shapes change float sums), so a backend using
+    this decoder declares ``batch_invariant=False``."""
+
+    def __init__(self, lib: Any, model: Any, base_params: Any, *, parallel: int, n_ctx: int, n_ubatch: int,
+                 step_tokens: int = 512) -> None:
+        self._lib, self.parallel, self.n_ctx, self.step_tokens = lib, parallel, n_ctx, step_tokens
+        params = type(base_params).from_buffer_copy(base_params)
+        params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * (parallel + 1), parallel + 1, True
+        self.max_batch = max(step_tokens, n_ctx) + parallel
+        params.n_batch, params.n_ubatch = self.max_batch, n_ubatch
+        params.swa_full = False   # sequences are only ever dropped whole: the small sliding-window cache suffices
+        self.ctx = lib.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise PrettyAlignError(f"llama.cpp could not create a context for {parallel} parallel sequences of "
+                                   f"n_ctx={n_ctx}; lower 'parallel' or 'n_ctx'")
+        self._mem = lib.llama_get_memory(self.ctx)
+        self._batch = lib.llama_batch_init(self.max_batch, 0, parallel + 1)
+        self.evaluated_tokens = 0   # tokens run through the model (tests read it)
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self) -> None:   # the context holds native memory
+        try:
+            self.close()
+        except Exception:   # at interpreter shutdown the library may be gone already
+            pass
+
+    def _decode(self, entries: list[tuple[int, int, list[int], bool]]) -> None:
+        """One ``llama_decode`` over (token, position, seq ids, wants logits) entries."""
+        b = self._batch
+        for j, (t, p, seqs, want) in enumerate(entries):
+            b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, p, len(seqs), want
+            for k, s in enumerate(seqs):
+                b.seq_id[j][k] = s
+        b.n_tokens = len(entries)
+        rc = self._lib.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise PrettyAlignError(f"llama_decode failed with code {rc} on a batch of {len(entries)} tokens "
+                                   "(1: no room in the KV cache: lower 'parallel' or raise 'n_ctx')")
+        self.evaluated_tokens += len(entries)
+
+    def run(self, requests: Sequence[GenerationRequest], order: Sequence[int], decoding: Decoding, tok: Any,
+            eos: set[int], on_done: OnDone | None) -> list[Generation]:
+        """Greedy outputs of ``requests``, admitted in ``order``; ``on_done(i, gen)`` as each ends."""
+        import numpy as np
+
+        lib, holder_id, n_vocab = self._lib, self.parallel, len(tok)
+        lib.llama_memory_clear(self._mem, True)
+        queue, free = list(reversed(order)), list(range(self.parallel - 1, -1, -1))
+        active: dict[int, _Slot] = {}
+        out: list[Generation | None] = [None] * len(requests)
+        holder: list[int] = []
+        while queue or active:
+            entries: list[tuple[int, int, list[int], bool]] = []
+            outputs: list[tuple[int, int]] = []   # (slot, batch index of its logits)
+            for s, slot in active.items():
+                outputs.append((s, len(entries)))
+                entries.append((slot.next_tok, slot.pos, [s], True))
+                slot.pos += 1
+            while queue and free:
+                req = requests[queue[-1]]
+                ids, shared = list(req.input_ids), list(req.prompt_ids[:-1])
+                row = RowState.for_request(decoding, tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
+                if len(ids) + row.budget - 1 > self.n_ctx:
+                    raise InputError(f"{len(ids)} input tokens + a budget of {row.budget} new tokens do not fit "
+                                     f"n_ctx={self.n_ctx}; raise n_ctx", field="options.n_ctx")
+                if shared and shared != holder:
+                    # Evaluate the new prefix on the holder alone; the requests that share it start
+                    # at the next step from a copy (a token cannot belong to two KV streams).
+                    if entries and len(entries) + len(shared) > self.step_tokens:
+                        break
+                    lib.llama_memory_seq_rm(self._mem, holder_id, 0, -1)
+                    holder = shared
+                    entries.extend((t, p, [holder_id], False) for p, t in enumerate(shared))
+                    break
+                if entries and len(entries) + len(ids) - len(shared) > self.step_tokens:
+                    break   # a later step has room
+                i, s = queue.pop(), free.pop()
+                if shared:
+                    lib.llama_memory_seq_cp(self._mem, holder_id, s, 0, -1)
+                for p in range(len(shared), len(ids)):
+                    entries.append((ids[p], p, [s], p == len(ids) - 1))
+                outputs.append((s, len(entries) - 1))
+                active[s] = _Slot(i, row, len(ids))
+            self._decode(entries)
+            for s, b in outputs:
+                slot = active[s]
+                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self.ctx, b), shape=(n_vocab,))
+                t = int(logits.argmax())
+                reason = slot.row.push(t, eos)
+                if not reason:
+                    slot.next_tok = t
+                    continue
+                lib.llama_memory_seq_rm(self._mem, s, 0, -1)
+                del active[s]
+                free.append(s)
+                out[slot.index] = Generation(slot.row.new, reason)
+                if on_done:
+                    on_done(slot.index, out[slot.index])
+        return out  # type: ignore[return-value]

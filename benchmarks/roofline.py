@@ -1,0 +1,227 @@
+"""How close greedy decoding gets to what this machine can do (issue 14): a roofline for the base model.
+
+    python benchmarks/roofline.py                       # microbenchmarks, ceilings, hf and llamacpp
+    python benchmarks/roofline.py --backends hf --batches 8 --profile   # + where an hf step's time goes
+
+1. Microbenchmarks (torch, ``--threads`` threads): attainable matmul throughput in bfloat16 and
+   float32 (square GEMMs, and the decode-shaped GEMM of the output layer: B x 640 @ 640 x 262144),
+   and memory bandwidth (a large tensor summed and copied: bytes moved / second).
+2. The ceiling on greedy tokens/s of gemma-3-270m at batch B: each decoding step reads every weight
+   once (the output layer included; the input embedding is a row lookup) plus each row's KV cache,
+   and does 2 FLOPs per weight per row plus the attention's. The step takes at least
+   max(bytes / bandwidth, FLOPs / peak), so tokens/s <= B / that. Weights are counted as the
+   backend holds them: bf16 or fp32 for hf, the GGUF's quantized tensors for llamacpp (whose
+   integer dot products are bounded here by the measured fp32 peak: an approximation, said so in
+   the output).
+3. The backends' measured throughput on the same work (FLORES devtest prompts, ``--new-tokens``
+   tokens per row, no stop string, no loop guard, so every row decodes the same number of
+   steps unless it emits EOS) as a percentage of the ceiling.
+
+Target (issue 14): hf in bfloat16 at batch 8 reaches >= 50% of its ceiling. ``--profile`` prints
+the top operators of hf decoding steps (torch.profiler), to say where the rest goes.
+Run it on an otherwise idle machine: it times everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- 1. microbenchmarks -------------------------------------------------------------------------------
+def _best(fn, repeat: int = 5) -> float:
+    """Best-of-``repeat`` wall seconds of ``fn()`` after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_gflops(dtype, m: int, k: int, n: int) -> float:
+    import torch
+
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    return 2 * m * k * n / _best(lambda: torch.mm(a, b)) / 1e9
+
+
+def bandwidth_gbs() -> float:
+    """Read bandwidth (a 512 MiB fp32 tensor summed) and copy bandwidth (read + write); the larger."""
+    import torch
+
+    x = torch.ones(128 * 1024 * 1024)
+    y = torch.empty_like(x)
+    nbytes = x.numel() * 4
+    read = nbytes / _best(lambda: x.sum(), 3)
+    copy = 2 * nbytes / _best(lambda: y.copy_(x), 3)
+    return max(read, copy) / 1e9
+
+
+# -- 2. the model's cost per step -----------------------------------------------------------------------
+@dataclass
+class ModelCost:
+    """Per-step cost of greedy decoding for one architecture (gemma-3-270m by default)."""
+
+    layer_params: int        # every weight read per step except the output layer
+    output_params: int       # the output layer (tied to the embedding in gemma)
+    kv_bytes_per_token: int  # K and V over all layers at 2 bytes (bf16/f16 cache)
+    attn_flops_per_ctx: int  # attention FLOPs per generated token per context position
+
+    def flops(self, batch: int, ctx: int) -> float:
+        return batch * (2 * (self.layer_params + self.output_params) + self.attn_flops_per_ctx * ctx)
+
+    def bytes(self, batch: int, ctx: int, weight_bytes: float) -> float:
+        return weight_bytes + batch * ctx * self.kv_bytes_per_token
+
+    def ceiling(self, batch: int, ctx: int, weight_bytes: float, gbs: float, gflops: float) -> tuple[float, str]:
+        """(tokens/s upper bound, which roof binds)."""
+        t_mem = self.bytes(batch, ctx, weight_bytes) / (gbs * 1e9)
+        t_cmp = self.flops(batch, ctx) / (gflops * 1e9)
+        return batch / max(t_mem, t_cmp), ("memory" if t_mem >= t_cmp else "compute")
+
+
+def gemma_cost(hf_model) -> ModelCost:
+    cfg = hf_model.config
+    cfg = getattr(cfg, "text_config", cfg)
+    out = hf_model.get_output_embeddings().weight.numel()
+    total = sum(p.numel() for p in hf_model.parameters())
+    emb = hf_model.get_input_embeddings().weight.numel()
+    tied = hf_model.get_output_embeddings().weight.data_ptr() == hf_model.get_input_embeddings().weight.data_ptr()
+    layers = total - emb - (0 if tied else out)   # the input embedding is a lookup, not a read of all rows
+    kv = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
+    attn = cfg.num_hidden_layers * 2 * 2 * cfg.num_attention_heads * cfg.head_dim
+    return ModelCost(layers, out, kv, attn)
+
+
+def gguf_weight_bytes(path: str) -> tuple[float, float]:
+    """(bytes read per step, bytes of the token embedding) of a GGUF file's tensors."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    total = emb = 0
+    for t in reader.tensors:
+        total += int(t.n_bytes)
+        if t.name == "token_embd.weight":
+            emb = int(t.n_bytes)
+    # Tied output: the embedding matrix is read whole once per step as the output layer.
+    return float(total), float(emb)
+
+
+# -- 3. measured throughput -------------------------------------------------------------------------------
+def requests_for(tok, n: int, new_tokens: int, data: Path):
+    from pretty_align.backends.base import GenerationRequest
+
+    lines = (data / "flores200" / "devtest" / "eng_Latn.devtest").read_text(encoding="utf-8").splitlines()
+    out = []
+    for line in lines[:n]:
+        ids = tok.encode(f"Translate the following sentence from English to German.\nEnglish: {line}\nGerman:")
+        out.append(GenerationRequest(tuple(ids), (), new_tokens))
+    return out
+
+
+def measure(backend, reqs, batch: int) -> tuple[float, int, float]:
+    """(generated tokens/s, tokens, mean context length) of ``reqs`` in batches of ``batch``."""
+    from pretty_align.decoding import Decoding
+
+    decoding = Decoding(max_new_tokens=max(r.max_new_tokens for r in reqs), stop=(), loop_guard=False,
+                        batch_size=batch)
+    backend.generate(reqs[:batch], decoding)   # warm-up (allocations, thread pools)
+    t = time.perf_counter()
+    gens = backend.generate(reqs, decoding)
+    wall = time.perf_counter() - t
+    toks = sum(len(g.new_ids) for g in gens)
+    ctx = sum(len(r.input_ids) + len(g.new_ids) / 2 for r, g in zip(reqs, gens)) / len(reqs)
+    return toks / wall, toks, ctx
+
+
+def profile_hf(backend, reqs, batch: int) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from pretty_align.decoding import Decoding
+
+    decoding = Decoding(max_new_tokens=16, stop=(), loop_guard=False, batch_size=batch)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        backend.generate(reqs[:batch], decoding)
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(f"\nhf profile, batch {batch}, 16 steps ({total / 1e6:.2f} s of operator time):")
+    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]:
+        print(f"  {e.key:<40} {100 * e.self_cpu_time_total / total:5.1f}%  ({e.count} calls)")
+    del torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--backends", default="hf,llamacpp")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--rounds", type=int, default=2, help="requests per batch size = rounds x batch")
+    ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"threads: {args.threads}; torch {torch.__version__}")
+    peak = {"bfloat16": max(matmul_gflops(torch.bfloat16, 2048, 2048, 2048), 1e-9),
+            "float32": matmul_gflops(torch.float32, 2048, 2048, 2048)}
+    out_layer = {b: matmul_gflops(torch.bfloat16, b, 640, 262144) for b in (1, 8, 32)}
+    gbs = bandwidth_gbs()
+    print(f"matmul 2048^3: bf16 {peak['bfloat16']:.1f} GFLOP/s, fp32 {peak['float32']:.1f} GFLOP/s; "
+          f"memory bandwidth {gbs:.1f} GB/s")
+    print("output-layer GEMM (B x 640 @ 640 x 262144, bf16): "
+          + ", ".join(f"B={b} {g:.1f} GFLOP/s" for b, g in out_layer.items()))
+
+    from pretty_align.backends import load_backend
+    from pretty_align.models import known_model_path
+
+    batches = [int(b) for b in args.batches.split(",")]
+    data = Path(args.data)
+    hf = load_backend("hf", "gemma3-270m", dtype="bfloat16", threads=args.threads)
+    cost = gemma_cost(hf.model)
+    print(f"gemma-3-270m: {cost.layer_params / 1e6:.1f}M layer weights + {cost.output_params / 1e6:.1f}M output "
+          f"layer per step; KV {cost.kv_bytes_per_token / 1024:.1f} KiB/token")
+    reqs = requests_for(hf.tokenizer, args.rounds * max(batches), args.new_tokens, data)
+    rows = []
+    for name in args.backends.split(","):
+        if name == "hf":
+            backend, wbytes, gflops = hf, 2.0 * (cost.layer_params + cost.output_params), peak["bfloat16"]
+            label = "hf bf16"
+        elif name == "llamacpp":
+            total, _ = gguf_weight_bytes(str(known_model_path("gemma3-270m")))
+            wbytes, gflops, label = total, peak["float32"], "llamacpp Q4_K_M"
+            backend = None
+        else:
+            raise SystemExit(f"unknown backend {name!r}: hf or llamacpp")
+        for b in batches:
+            if name == "llamacpp":
+                backend = load_backend("llamacpp", "gemma3-270m", n_threads=args.threads, parallel=b) if b > 1 \
+                    else load_backend("llamacpp", "gemma3-270m", n_threads=args.threads)
+            tps, toks, ctx = measure(backend, reqs[:args.rounds * b], b)
+            ceil, bound = cost.ceiling(b, round(ctx), wbytes, gbs, gflops)
+            rows.append((label, b, tps, ceil, bound, toks))
+            print(f"  measured {label} batch {b}: {tps:.1f} tok/s ({toks} tokens), ceiling {ceil:.1f} ({bound}-bound)",
+                  flush=True)
+    print(f"\n| backend | batch | tokens/s | ceiling tokens/s | bound | % of ceiling |\n|---|---|---|---|---|---|")
+    for label, b, tps, ceil, bound, _ in rows:
+        print(f"| {label} | {b} | {tps:.1f} | {ceil:.1f} | {bound} | {100 * tps / ceil:.1f}% |")
+    hf8 = [r for r in rows if r[0] == "hf bf16" and r[1] == 8]
+    if hf8:
+        pct = 100 * hf8[0][2] / hf8[0][3]
+        print(f"\nhf bf16 batch 8: {pct:.1f}% of the ceiling (target >= 50%: {'met' if pct >= 50 else 'not met'})")
+    print("llamacpp ceilings bound the quantized integer dot products by the fp32 matmul peak: an approximation.")
+    if args.profile:
+        profile_hf(hf, reqs, 8)
+
+
+if __name__ == "__main__":
+    main()
