@@ -7,13 +7,24 @@ export PRETTY_DATA := $(DATA)
 
 .PHONY: venv tools demo test bench paper quick clean
 
+# llama-cpp-python is built from its sdist once, then pip's wheel cache serves every later venv.
+# Build only what the Python package loads: no multimodal (mtmd/llava) library, no tests, tools,
+# examples or server binaries; ggml for this CPU (-march=native); all cores; ccache when present.
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+               -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
+ifneq ($(shell command -v ccache 2>/dev/null),)
+LLAMA_CMAKE += -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
+endif
+export CMAKE_ARGS ?= $(LLAMA_CMAKE)
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
 # torch first, pinned: its CPU wheel is local here, and anything that pulls torch later must find
 # it installed (otherwise pip fetches a multi-GB CUDA build).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,peft,gemma,llamacpp]"   # llama-cpp-python: built from source once (~4 min)
+	$(BIN)/pip install -q -e ".[test,peft,gemma,llamacpp]"   # llama-cpp-python: built from its sdist once
 	touch $@
 
 venv: $(BIN)/.installed
