@@ -43,8 +43,11 @@ demo: venv tools
 	  "(a folder with flores200/ and dictionaries/muse/, see README 'Set-up')"; exit 2; }
 	time $(BIN)/pretty-align reproduce --preset quick
 
+# Two pytest workers (pytest-xdist): the suite is mostly single-threaded Python and tiny models, so
+# two processes use both cores (tests never depend on order or on what another test left behind).
+PYTEST_WORKERS ?= 2
 test: venv tools
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS)
 
 # The paper's evidence in one resumable command (results/<preset>/); kill and rerun to continue.
 paper: venv tools
