@@ -14,7 +14,7 @@ is off so that the three stop by the same rule.
 
 Reported: wall time, outputs/s, the speed ratio, and the share of identical outputs (the text
 before the first newline, stripped). Targets: pretty-align >= 3x faster than lm-eval, with >= 95%
-identical outputs. Needs ``pip install 'lm-eval[hf]'`` (not a dependency of the package). Run it
+identical outputs. Needs ``pip install -e '.[bench]'`` (lm-eval with its HF backend). Run it
 on an otherwise idle machine: it times everything.
 """
 
@@ -118,7 +118,7 @@ def run_lm_eval(rows, tok, checkpoint: Path, args) -> tuple[float, list[str], in
         from lm_eval.api.instance import Instance
         from lm_eval.models.huggingface import HFLM
     except ImportError:
-        raise SystemExit("lm-eval is not installed: pip install 'lm-eval[hf]'") from None
+        raise SystemExit("lm-eval is not installed: pip install -e '.[bench]' (lm-eval[hf])") from None
     lm = HFLM(pretrained=str(checkpoint), dtype="float32", batch_size=args.batch_size, device="cpu",
               add_bos_token=True, max_length=1024)
     contexts = [tok.decode((prompt + prior)[1:]) for _, _, prompt, prior in rows]   # lm-eval adds the BOS itself
