@@ -52,6 +52,7 @@ test: venv tools
 # The paper's evidence in one resumable command (results/<preset>/); kill and rerun to continue.
 paper: venv tools
 	$(BIN)/pretty-align reproduce --preset paper
+	$(BIN)/python scripts/readme_tables.py      # README blocks marked results: paper/README.md#...
 
 quick: venv tools
 	$(BIN)/pretty-align reproduce --preset quick
