@@ -29,7 +29,7 @@ the input ids and ``n_batch`` alone: ``batch_invariant=True``. Requests are sort
 Parallel decoding (option ``parallel`` > 1, issue 14): ``ParallelDecoder`` keeps ``parallel``
 sequences in one unified KV cache and advances all of them with one ``llama_decode`` per step,
 admitting a new request as soon as a slot frees (continuous batching); one example's prompt is
-evaluated once and shared by its prior variants through ``llama_memory_seq_cp``. It is ~2.3x the
+evaluated once and shared by its prior variants through ``llama_memory_seq_cp``. It has ~2x the
 throughput of the serial path on 2 CPU cores (``benchmarks/backends.py``), but llama.cpp's CPU
 kernels give a token different logits depending on how many tokens share its step (repacked
 matrix kernels switch between GEMV and GEMM; turning the repacking off does not make it invariant,
@@ -346,11 +346,11 @@ class ParallelDecoder:
 
     Invariants:
     * seq ids ``0..parallel-1`` are slots; seq id ``parallel`` (the holder) keeps the shared prompt
-      prefix ``prompt_ids[:-1]`` of the latest admitted request. A request with the same prefix gets
-      it through ``llama_memory_seq_cp`` (cells carry several seq ids: nothing is copied), or, when
-      the prefix is evaluated in the same step, by adding its slot to those tokens' seq ids. One
-      example's prompt is thus evaluated once for all its prior variants (requests come sorted by
-      prompt). Each request evaluates at least its prompt's last token, whose logits it needs.
+      prefix ``prompt_ids[:-1]``. A new prefix is evaluated on the holder alone, in one step; from
+      the next step on, every request with that prefix starts from ``llama_memory_seq_cp`` (in the
+      unified cache, cells carry several seq ids: nothing is copied) and evaluates only its prompt's
+      last token and its prior. One example's prompt is thus evaluated once for all its prior
+      variants (requests come sorted by prompt).
     * A step holds one token per decoding slot plus the prefills admitted in it, at most
       ``step_tokens`` tokens unless a single prefill is longer (it then runs alone with the slots).
     * The cache has ``n_ctx`` cells per sequence (holder included) and every request is checked to
@@ -366,8 +366,13 @@ class ParallelDecoder:
         params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * (parallel + 1), parallel + 1, True
         self.max_batch = max(step_tokens, n_ctx) + parallel
         params.n_batch, params.n_ubatch = self.max_batch, n_ubatch
-        params.swa_full = False   # sequences are only ever dropped whole: the small sliding-window cache suffices
-        self.ctx = lib.llama_init_from_model(model, params)
+        # Sequences are only ever dropped whole, so the small sliding-window cache would do; llama.cpp
+        # still keeps it full-size in a unified cache (it logs so).
+        params.swa_full = False
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=False):   # llama.cpp's context log, as Llama(verbose=False) does
+            self.ctx = lib.llama_init_from_model(model, params)
         if not self.ctx:
             raise PrettyAlignError(f"llama.cpp could not create a context for {parallel} parallel sequences of "
                                    f"n_ctx={n_ctx}; lower 'parallel' or 'n_ctx'")
