@@ -100,18 +100,12 @@ def gemma_cost(hf_model) -> ModelCost:
     return ModelCost(layers, out, kv, attn)
 
 
-def gguf_weight_bytes(path: str) -> tuple[float, float]:
-    """(bytes read per step, bytes of the token embedding) of a GGUF file's tensors."""
+def gguf_weight_bytes(path: str) -> float:
+    """Bytes read per step: every tensor of the GGUF file once. With a tied output layer (gemma) the
+    embedding matrix is read whole as that layer, so it counts once too."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
-    total = emb = 0
-    for t in reader.tensors:
-        total += int(t.n_bytes)
-        if t.name == "token_embd.weight":
-            emb = int(t.n_bytes)
-    # Tied output: the embedding matrix is read whole once per step as the output layer.
-    return float(total), float(emb)
+    return float(sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors))
 
 
 # -- 3. measured throughput -------------------------------------------------------------------------------
@@ -142,7 +136,6 @@ def measure(backend, reqs, batch: int) -> tuple[float, int, float]:
 
 
 def profile_hf(backend, reqs, batch: int) -> None:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from pretty_align.decoding import Decoding
@@ -154,7 +147,6 @@ def profile_hf(backend, reqs, batch: int) -> None:
     print(f"\nhf profile, batch {batch}, 16 steps ({total / 1e6:.2f} s of operator time):")
     for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]:
         print(f"  {e.key:<40} {100 * e.self_cpu_time_total / total:5.1f}%  ({e.count} calls)")
-    del torch
 
 
 def main() -> None:
@@ -197,8 +189,8 @@ def main() -> None:
             backend, wbytes, gflops = hf, 2.0 * (cost.layer_params + cost.output_params), peak["bfloat16"]
             label = "hf bf16"
         elif name == "llamacpp":
-            total, _ = gguf_weight_bytes(str(known_model_path("gemma3-270m")))
-            wbytes, gflops, label = total, peak["float32"], "llamacpp Q4_K_M"
+            wbytes = gguf_weight_bytes(str(known_model_path("gemma3-270m")))
+            gflops, label = peak["float32"], "llamacpp Q4_K_M"
             backend = None
         else:
             raise SystemExit(f"unknown backend {name!r}: hf or llamacpp")
@@ -211,7 +203,7 @@ def main() -> None:
             rows.append((label, b, tps, ceil, bound, toks))
             print(f"  measured {label} batch {b}: {tps:.1f} tok/s ({toks} tokens), ceiling {ceil:.1f} ({bound}-bound)",
                   flush=True)
-    print(f"\n| backend | batch | tokens/s | ceiling tokens/s | bound | % of ceiling |\n|---|---|---|---|---|---|")
+    print("\n| backend | batch | tokens/s | ceiling tokens/s | bound | % of ceiling |\n|---|---|---|---|---|---|")
     for label, b, tps, ceil, bound, _ in rows:
         print(f"| {label} | {b} | {tps:.1f} | {ceil:.1f} | {bound} | {100 * tps / ceil:.1f}% |")
     hf8 = [r for r in rows if r[0] == "hf bf16" and r[1] == 8]
