@@ -90,6 +90,16 @@ def build_requests(args) -> tuple[list, list[str], object]:
     return rows, [c.label for c in conds], answerer.tokenizer
 
 
+def hf_checkpoint(tok) -> Path:
+    """The HF checkpoint the hf backend dequantizes gemma-3-270m's GGUF into: the directory its
+    loaded tokenizer came from (the backend converts it once, so lm-eval and ``generate`` read
+    exactly the weights pretty-align runs, whichever systems are chosen)."""
+    path = Path(tok.name_or_path)
+    if not (path / "config.json").exists():
+        raise SystemExit(f"expected the hf backend's converted checkpoint at {path}")
+    return path
+
+
 def first_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
@@ -180,9 +190,7 @@ def main() -> None:
     print(f"requests: {len(rows)} ({args.n} sentences x {conds}), built in {time.time() - t0:.0f}s; "
           f"adapter {args.sft_adapter}; float32, batch {args.batch_size}, {args.max_new_tokens} new tokens max, "
           f"{args.threads} threads", flush=True)
-    from pretty_align.models import cache_dir, resolve_model
-
-    checkpoint = cache_dir() / "gguf-hf" / resolve_model("gemma3-270m").sha256[:16]
+    checkpoint = hf_checkpoint(tok)
     results: dict[str, tuple[float, list[str]]] = {}
     for name in args.systems.split(","):
         if name == "pretty-align":
