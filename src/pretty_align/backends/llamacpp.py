@@ -276,16 +276,13 @@ class LlamaCppBackend(Backend):
         order = sorted(range(len(requests)),
                        key=lambda i: (tuple(requests[i].prompt_ids), tuple(requests[i].prior_ids)))
         if self._decoder is not None:
-            return self._decoder.run(requests, order, decoding, self._tok, self._eos, on_done)
+            return self._decoder.run(requests, order, fitting_rows(requests, decoding, self._tok, self.n_ctx),
+                                     self._eos, on_done)
+        rows = fitting_rows(requests, decoding, self._tok, self.n_ctx)
         out: list[Generation | None] = [None] * len(requests)
         for i in order:
-            req = requests[i]
-            row = RowState.for_request(decoding, self._tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
-            ids = req.input_ids
-            if len(ids) + row.budget - 1 > self.n_ctx:
-                raise InputError(f"{len(ids)} input tokens + a budget of {row.budget} new tokens do not fit "
-                                 f"n_ctx={self.n_ctx}; raise n_ctx", field="options.n_ctx")
-            self._prefill(ids)
+            row = rows[i]
+            self._prefill(requests[i].input_ids)
             while True:
                 tok = int(self._logits().argmax())
                 reason = row.push(tok, self._eos)
@@ -331,6 +328,22 @@ class LlamaCppBackend(Backend):
                 **({"parallel": self.parallel} if self.parallel > 1 else {})}
 
 
+def fitting_rows(requests: Sequence[GenerationRequest], decoding: Decoding, tok: Any,
+                 n_ctx: int) -> list[RowState]:
+    """Each request's stopping state, after checking that its input and its whole budget of new
+    tokens fit one sequence of ``n_ctx`` (the last new token is never evaluated, hence ``- 1``).
+    Checked for all requests before any is decoded, so a bad one fails the batch up front."""
+    rows = []
+    for req in requests:
+        row = RowState.for_request(decoding, tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
+        n = len(req.input_ids)
+        if n + row.budget - 1 > n_ctx:
+            raise InputError(f"{n} input tokens + a budget of {row.budget} new tokens do not fit n_ctx={n_ctx}; "
+                             "raise n_ctx", field="options.n_ctx")
+        rows.append(row)
+    return rows
+
+
 class _Slot:
     """One sequence of the parallel decoder: its request's index, stopping state and next position."""
 
@@ -362,6 +375,7 @@ class ParallelDecoder:
     def __init__(self, lib: Any, model: Any, base_params: Any, *, parallel: int, n_ctx: int, n_ubatch: int,
                  step_tokens: int = 512) -> None:
         self._lib, self.parallel, self.n_ctx, self.step_tokens = lib, parallel, n_ctx, step_tokens
+        self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model)))
         params = type(base_params).from_buffer_copy(base_params)
         params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * (parallel + 1), parallel + 1, True
         self.max_batch = max(step_tokens, n_ctx) + parallel
@@ -406,12 +420,13 @@ class ParallelDecoder:
                                    "(1: no room in the KV cache: lower 'parallel' or raise 'n_ctx')")
         self.evaluated_tokens += len(entries)
 
-    def run(self, requests: Sequence[GenerationRequest], order: Sequence[int], decoding: Decoding, tok: Any,
+    def run(self, requests: Sequence[GenerationRequest], order: Sequence[int], rows: Sequence[RowState],
             eos: set[int], on_done: OnDone | None) -> list[Generation]:
-        """Greedy outputs of ``requests``, admitted in ``order``; ``on_done(i, gen)`` as each ends."""
+        """Greedy outputs of ``requests`` (``rows[i]`` holds request i's stopping state), admitted in
+        ``order``; ``on_done(i, gen)`` as each ends."""
         import numpy as np
 
-        lib, holder_id, n_vocab = self._lib, self.parallel, len(tok)
+        lib, holder_id, n_vocab = self._lib, self.parallel, self.n_vocab
         lib.llama_memory_clear(self._mem, True)
         queue, free = list(reversed(order)), list(range(self.parallel - 1, -1, -1))
         active: dict[int, _Slot] = {}
@@ -427,10 +442,6 @@ class ParallelDecoder:
             while queue and free:
                 req = requests[queue[-1]]
                 ids, shared = list(req.input_ids), list(req.prompt_ids[:-1])
-                row = RowState.for_request(decoding, tok, req.max_new_tokens, has_prior=bool(req.prior_ids))
-                if len(ids) + row.budget - 1 > self.n_ctx:
-                    raise InputError(f"{len(ids)} input tokens + a budget of {row.budget} new tokens do not fit "
-                                     f"n_ctx={self.n_ctx}; raise n_ctx", field="options.n_ctx")
                 if shared and shared != holder:
                     # Evaluate the new prefix on the holder alone; the requests that share it start
                     # at the next step from a copy (a token cannot belong to two KV streams).
@@ -448,7 +459,7 @@ class ParallelDecoder:
                 for p in range(len(shared), len(ids)):
                     entries.append((ids[p], p, [s], p == len(ids) - 1))
                 outputs.append((s, len(entries) - 1))
-                active[s] = _Slot(i, row, len(ids))
+                active[s] = _Slot(i, rows[i], len(ids))
             self._decode(entries)
             for s, b in outputs:
                 slot = active[s]
