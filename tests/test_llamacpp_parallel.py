@@ -121,3 +121,15 @@ def test_parallel_refusals_name_the_field():
     for bad in (0, -2, 1.5):
         with pytest.raises(InputError, match="field 'options.parallel'"):
             LlamaCppBackend("gemma3-270m", parallel=bad)
+
+
+@pytest.mark.real_model
+def test_a_request_that_cannot_fit_fails_the_batch_before_any_decoding(parallel, gemma_gguf):
+    serial = load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=256)
+    good = requests(parallel.tokenizer)[:3]
+    too_long = GenerationRequest(tuple([2] + [669] * 250), (), 64)
+    for backend in (serial, parallel):
+        done: list[int] = []
+        with pytest.raises(InputError, match="250|251 input tokens"):
+            backend.generate([*good, too_long], NO_STOP, on_done=lambda i, g: done.append(i))
+        assert done == []   # checked up front: no row was decoded (and none reported) before the error
