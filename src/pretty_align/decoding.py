@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 from .boundary import Tokenizer
 
@@ -49,6 +49,17 @@ class Decoding:
         sig = asdict(self)
         sig.pop("batch_size")  # batching must not change greedy outputs (tested), so not in the key
         return sig
+
+
+class StepHook(Protocol):
+    """Chooses one row's next token at every decode step, in place of the greedy pick (the
+    ``dynamic`` prior's intervention point). ``logits`` is the row's next-token distribution over
+    the whole vocabulary (a float32 numpy array, unnormalised) and ``new`` the tokens the row has
+    produced so far; the returned id goes through ``RowState.push`` like a greedy one, so the
+    stopping rules are unchanged. A hook sees one row only, so a batch-invariant backend stays
+    batch invariant with hooks."""
+
+    def pick(self, logits: Any, new: Sequence[int]) -> int: ...
 
 
 @dataclass

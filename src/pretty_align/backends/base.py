@@ -9,6 +9,11 @@
   position the log-prob and 1-based rank of the given token and the top-k ids.
 * ``tokenizer``: a ``boundary.Tokenizer``; ``render_chat(text)`` for chat-template models.
 * ``capabilities`` and ``signature()``: what it can do, and what identifies it in a result key.
+* ``session()`` (backends with ``capabilities.sessions``): an incremental view of one
+  sequence, for a helper model that follows another model's output (the ``dynamic`` prior).
+
+A request may carry a ``decoding.StepHook``; backends that run their own decode loop
+(``capabilities.step_hook``) call it at every step of that row, the others refuse it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Callable, Sequence
 
 from ..boundary import Tokenizer, model_input
-from ..decoding import Decoding
+from ..decoding import Decoding, StepHook
 from ..errors import CapabilityError
 
 
@@ -33,6 +38,8 @@ class Capabilities:
     # bfloat16/float16 kernels round differently for different padded shapes, so there the batch
     # size becomes part of every result key (and the runner forms batches deterministically).
     batch_invariant: bool = True
+    step_hook: bool = False       # generate() calls a request's StepHook at each of its steps
+    sessions: bool = False        # session(): incremental logits of one sequence (a dynamic prior's helper)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...]
     prior_ids: tuple[int, ...] = ()
     max_new_tokens: int | None = None   # per-row budget; None -> decoding.max_new_tokens
+    hook: StepHook | None = field(default=None, compare=False)   # picks each next token instead of argmax
 
     @property
     def input_ids(self) -> list[int]:
@@ -61,6 +69,25 @@ class ScoreResult:
 
 
 OnDone = Callable[[int, Generation], None]
+
+
+class Session(ABC):
+    """One sequence of a model, evaluated incrementally: ``logits(ids)`` gives the next-token
+    logits after ``ids`` (a float32 numpy array over the vocabulary), evaluating only what follows
+    the longest prefix of ``ids`` already evaluated. Its cost over a whole answer is one prefill
+    plus the tokens it is fed, however often it is asked."""
+
+    evaluated = 0   # tokens this session ran through the model (tests and benchmarks read it)
+
+    @abstractmethod
+    def logits(self, ids: Sequence[int]) -> Any: ...
+
+
+def refuse_hooks(backend: "Backend", requests: Sequence[GenerationRequest]) -> None:
+    """Raise CapabilityError when a request carries a step hook that ``backend`` cannot call."""
+    if not backend.capabilities.step_hook and any(r.hook is not None for r in requests):
+        raise CapabilityError(f"backend '{backend.registry_name}' decodes in its own engine and cannot call a step "
+                              "hook (the dynamic prior); run the base model on backend 'hf' or 'llamacpp'")
 
 
 def token_stats(logp, targets: Sequence[int], top_k: int):
@@ -93,6 +120,16 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
                  on_done: OnDone | None = None) -> list[Generation]: ...
+
+    def eos_ids(self) -> set[int]:
+        """The ids that end an answer (EOS, end of turn)."""
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return set() if eos is None else {eos}
+
+    def session(self) -> Session:
+        """A new ``Session`` of this model (nothing evaluated yet)."""
+        raise CapabilityError(f"backend '{self.registry_name}' cannot follow another model's output token by "
+                              "token (a dynamic prior's helper); use backend 'hf' or 'llamacpp' for the helper")
 
     def score(self, prompt_ids: Sequence[int], answer_ids: Sequence[int], top_k: int = 10) -> ScoreResult:
         """Teacher-force ``answer_ids`` after ``prompt_ids``: the ``token_stats`` of the full

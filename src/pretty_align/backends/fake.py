@@ -25,7 +25,7 @@ from ..boundary import Tokenizer
 from ..decoding import Decoding, RowState
 from ..errors import CapabilityError
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, refuse_hooks
 
 PAD, BOS, EOS, OFFSET = 0, 1, 2, 3
 
@@ -93,6 +93,7 @@ class FakeBackend(Backend):
 
     def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
                  on_done: OnDone | None = None) -> list[Generation]:
+        refuse_hooks(self, requests)
         out = []
         for i, req in enumerate(requests):
             if self.delay:

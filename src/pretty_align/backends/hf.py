@@ -31,7 +31,7 @@ from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, cache_dir, dir_sha256, pin_hub_revision, resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session
 
 log = logging.getLogger(__name__)
 REFILL_DIVISOR = 2  # refill once batch_size // 2 slots are free
@@ -121,7 +121,7 @@ class HFBackend(Backend):
         self.cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self.capabilities = Capabilities(batched=True, token_ids_in=True, exact_scoring=True,
                                          adapters=True, chat_template=has_template,
-                                         batch_invariant=dtype == "float32")
+                                         batch_invariant=dtype == "float32", step_hook=True, sessions=True)
 
     def _load_adapter(self, adapter: str) -> None:
         if not Path(adapter).is_dir():
@@ -159,6 +159,7 @@ class HFBackend(Backend):
         pending = [(i, requests[i]) for i in order]
         out: list[Generation | None] = [None] * len(requests)
         eos = self._eos_ids()
+        hooks = {i: r.hook for i, r in enumerate(requests) if r.hook is not None}
         batch: _Batch | None = None
         with torch.inference_mode():
             while pending or batch is not None:
@@ -172,7 +173,7 @@ class HFBackend(Backend):
                         pending = pending[room:]
                         fresh = self._prefill(group, decoding)
                         batch = fresh if batch is None else batch.merge(fresh)
-                for row, gen in batch.step(eos):  # type: ignore[union-attr]
+                for row, gen in batch.step(eos, hooks):  # type: ignore[union-attr]
                     out[row] = gen
                     if on_done:
                         on_done(row, gen)
@@ -200,6 +201,12 @@ class HFBackend(Backend):
             return batch
         cache, mask, next_pos, logits = self._forward_left_padded([r.input_ids for r in reqs])
         return _Batch(rows, cache, mask, next_pos, logits, self.cache_kw)
+
+    def eos_ids(self) -> set[int]:
+        return self._eos_ids()
+
+    def session(self) -> "HFSession":
+        return HFSession(self)
 
     def _new_cache(self):
         from transformers import DynamicCache
@@ -274,6 +281,43 @@ class HFBackend(Backend):
                 **({"prefix_reuse": True} if self.prefix_reuse and self.dtype != "float32" else {})}
 
 
+class HFSession(Session):
+    """One sequence with its own KV cache. ``logits(ids)`` crops the cache to the longest common
+    prefix of ``ids`` and what it evaluated, then feeds the rest in one forward pass: a helper that
+    follows an answer token by token costs one prefill plus one position per token fed. A row is
+    always computed alone (no padding), so its logits do not depend on any batch."""
+
+    def __init__(self, backend: HFBackend) -> None:
+        self._backend, self._ids, self._cache, self._last = backend, [], None, None
+
+    def logits(self, ids):
+        import torch
+
+        ids = list(ids)
+        if not ids:
+            raise InputError("a session needs at least one token", field="ids")
+        keep = 0
+        limit = min(len(self._ids), len(ids) - 1)   # the last token is always evaluated: its logits
+        while keep < limit and self._ids[keep] == ids[keep]:
+            keep += 1
+        if ids == self._ids and self._last is not None:
+            return self._last
+        if keep and keep < len(self._ids):
+            try:   # transformers 5: a negative count drops that many positions from every layer
+                self._cache.crop(keep - len(self._ids))
+            except (RuntimeError, ValueError):   # a sliding-window layer past its window cannot roll back
+                keep = 0
+        if self._cache is None or not keep:
+            self._cache, keep = self._backend._new_cache(), 0
+        b = self._backend
+        with torch.inference_mode():
+            out = b.model(input_ids=torch.tensor([ids[keep:]]), position_ids=torch.arange(keep, len(ids))[None],
+                          use_cache=True, logits_to_keep=1, **{b.cache_kw: self._cache})
+        self.evaluated += len(ids) - keep
+        self._ids, self._last = ids, out.logits[0, -1].float().numpy()
+        return self._last
+
+
 class _Batch:
     """Rows decoding together, as (request index, RowState): a KV cache, a left-padded attention
     mask, each row's next position and the logits of each row's next token. Invariant: row j of
@@ -285,13 +329,16 @@ class _Batch:
         self.cache_kw = cache_kw
         self._tokens = None
 
-    def step(self, eos: set[int]) -> list[tuple[int, Generation]]:
-        """Greedy-pick each row's token; drop the rows that stop (from the cache too)."""
+    def step(self, eos: set[int], hooks: dict | None = None) -> list[tuple[int, Generation]]:
+        """Pick each row's token (greedy, or its request's step hook from the row's own logits);
+        drop the rows that stop (from the cache too)."""
         import torch
 
         tokens = self.logits.argmax(-1).tolist()
         finished, keep = [], []
         for j, (index, row) in enumerate(self.rows):
+            if hooks and index in hooks:
+                tokens[j] = int(hooks[index].pick(self.logits[j].float().numpy(), row.new))
             reason = row.push(tokens[j], eos)
             if reason is None:
                 keep.append(j)

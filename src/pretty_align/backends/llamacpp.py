@@ -55,7 +55,7 @@ from ..decoding import Decoding, RowState
 from ..errors import CapabilityError, InputError, MissingDependencyError, PrettyAlignError
 from ..models import resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -221,7 +221,9 @@ class LlamaCppBackend(Backend):
         self._decoder = (ParallelDecoder(llama_cpp, self._llm.model, self._llm.context_params, parallel=parallel,
                                          n_ctx=n_ctx, n_ubatch=n_batch) if parallel > 1 else None)
         self.capabilities = Capabilities(batched=parallel > 1, token_ids_in=True, exact_scoring=True, adapters=False,
-                                         chat_template=bool(self._tok.chat_template), batch_invariant=parallel == 1)
+                                         chat_template=bool(self._tok.chat_template), batch_invariant=parallel == 1,
+                                         step_hook=True, sessions=True)
+        self._owner: LlamaSession | None = None   # the session whose sequence the main context holds
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -237,6 +239,7 @@ class LlamaCppBackend(Backend):
         the longest prefix of ``ids`` made of whole ``n_batch`` chunks."""
         if not ids:
             raise InputError("a prompt needs at least one token", field="prompt_ids")
+        self._owner = None
         if len(ids) > self.n_ctx:
             raise InputError(f"{len(ids)} input tokens do not fit n_ctx={self.n_ctx}; raise n_ctx or lower "
                              "max_prompt_tokens", field="options.n_ctx")
@@ -281,10 +284,10 @@ class LlamaCppBackend(Backend):
         rows = fitting_rows(requests, decoding, self._tok, self.n_ctx)
         out: list[Generation | None] = [None] * len(requests)
         for i in order:
-            row = rows[i]
+            row, hook = rows[i], requests[i].hook
             self._prefill(requests[i].input_ids)
             while True:
-                tok = int(self._logits().argmax())
+                tok = int(hook.pick(self._logits().copy(), row.new) if hook else self._logits().argmax())
                 reason = row.push(tok, self._eos)
                 if reason:
                     break
@@ -293,6 +296,12 @@ class LlamaCppBackend(Backend):
             if on_done:
                 on_done(i, out[i])
         return out  # type: ignore[return-value]
+
+    def eos_ids(self) -> set[int]:
+        return set(self._eos)
+
+    def session(self) -> "LlamaSession":
+        return LlamaSession(self)
 
     # -- scoring ----------------------------------------------------------------------------
     def _forced(self, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> Iterator[Any]:
@@ -326,6 +335,35 @@ class LlamaCppBackend(Backend):
         return {"backend": "llamacpp", "model": self.resolved.spec, "kind": "gguf", "sha256": self.resolved.sha256,
                 "quantization": self.description, "n_batch": self.n_batch, "llama_cpp_version": self._version,
                 **({"parallel": self.parallel} if self.parallel > 1 else {})}
+
+
+class LlamaSession(Session):
+    """One sequence on the backend's main context. While no other sequence has used the context
+    since this session's last call, ``logits(ids)`` evaluates only the tokens after what it already
+    fed; otherwise it re-evaluates ``ids`` through the prompt cache (``_prefill``: whole aligned
+    chunks are reused). So a helper that follows one answer at a time costs one prefill plus the
+    tokens fed; helpers of interleaved rows (a batched base model) pay a prefill per switch.
+    llama.cpp's logits depend on how tokens are chunked, so they are those of this evaluation
+    order, which is a function of the row alone."""
+
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self._backend, self._ids, self._last = backend, [], None
+
+    def logits(self, ids):
+        b, ids = self._backend, list(ids)
+        if b._owner is self and ids == self._ids and self._last is not None:
+            return self._last
+        if b._owner is self and len(ids) > len(self._ids) and ids[:len(self._ids)] == self._ids:
+            if len(ids) > b.n_ctx:
+                raise InputError(f"{len(ids)} tokens do not fit n_ctx={b.n_ctx}; raise n_ctx", field="options.n_ctx")
+            b._llm.eval(ids[len(self._ids):])
+            self.evaluated += len(ids) - len(self._ids)
+        else:
+            before = b.evaluated_tokens
+            b._prefill(ids)
+            self.evaluated += b.evaluated_tokens - before
+        b._owner, self._ids, self._last = self, ids, b._logits().copy()
+        return self._last
 
 
 def fitting_rows(requests: Sequence[GenerationRequest], decoding: Decoding, tok: Any,
@@ -464,7 +502,8 @@ class ParallelDecoder:
             for s, b in outputs:
                 slot = active[s]
                 logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self.ctx, b), shape=(n_vocab,))
-                t = int(logits.argmax())
+                hook = requests[slot.index].hook
+                t = int(hook.pick(logits.copy(), slot.row.new) if hook else logits.argmax())
                 reason = slot.row.push(t, eos)
                 if not reason:
                     slot.next_tok = t

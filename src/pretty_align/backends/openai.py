@@ -77,7 +77,7 @@ from ..decoding import Decoding, RowState
 from ..errors import CapabilityError, InputError, PrettyAlignError
 from ..models import resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult, refuse_hooks
 
 log = logging.getLogger(__name__)
 PROMPT_FORMATS = ("auto", "ids", "text")
@@ -447,6 +447,7 @@ class OpenAIBackend(Backend):
     def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
                  on_done: OnDone | None = None) -> list[Generation]:
         """Up to ``concurrency`` requests in flight; tokenizer work stays in the calling thread."""
+        refuse_hooks(self, requests)
         out: list[Generation | None] = [None] * len(requests)
         if not requests:
             return []

@@ -47,7 +47,7 @@ from ..decoding import Decoding, RowState
 from ..errors import CapabilityError, InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, dir_sha256, resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult, refuse_hooks
 
 DTYPES = ("float32", "bfloat16", "float16")
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # vllm.config.lora.MaxLoRARanks
@@ -264,6 +264,7 @@ class VLLMBackend(Backend):
     # -- generation -------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], decoding: Decoding,
                  on_done: OnDone | None = None) -> list[Generation]:
+        refuse_hooks(self, requests)
         if not requests:
             return []
         # stop_token_ids: the same EOS set RowState stops at (vLLM adds the tokenizer's itself).

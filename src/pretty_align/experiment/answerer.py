@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from ..backends.base import Backend, Generation, GenerationRequest
 from ..boundary import Prompt, encode_prompt, render_output, tokenizer_fingerprint
-from ..decoding import Decoding
+from ..decoding import Decoding, StepHook
 from ..errors import InputError
 from ..tasks.base import Example, Task
 from .signature import code_signature, content_hash, package_versions
@@ -97,13 +97,17 @@ class Answerer:
 
     # -- generation ---------------------------------------------------------------------------
     def answer(self, examples: Sequence[Example], priors: Sequence[Sequence[int]] | None = None,
-               on_answer: Callable[[int, Answer], None] | None = None) -> list[Answer]:
-        """Answers for ``examples``, each primed with its prior ids (none when ``priors`` is None).
-        ``on_answer(i, answer)`` is called as each one is ready (cached ones first)."""
+               on_answer: Callable[[int, Answer], None] | None = None,
+               hooks: Sequence[StepHook | None] | None = None) -> list[Answer]:
+        """Answers for ``examples``, each primed with its prior ids (none when ``priors`` is None)
+        and decoded through its step hook where ``hooks`` gives one (such rows are never cached:
+        their output depends on the hook's helper). ``on_answer(i, answer)`` is called as each one
+        is ready (cached ones first)."""
         priors = priors if priors is not None else [()] * len(examples)
+        hooks = hooks if hooks is not None else [None] * len(examples)
         prompts = [self.prompt(ex) for ex in examples]
-        reqs = [GenerationRequest(p.ids, tuple(prior), self.decoding.budget(n_src))
-                for (p, n_src, _), prior in zip(prompts, priors)]
+        reqs = [GenerationRequest(p.ids, tuple(prior), self.decoding.budget(n_src), hook=hook)
+                for (p, n_src, _), prior, hook in zip(prompts, priors, hooks)]
         out: list[Answer | None] = [None] * len(examples)
 
         def done(i: int, new_ids: list[int], reason: str) -> None:
@@ -124,8 +128,8 @@ class Answerer:
                              "packages": package_versions(), "code": code_signature()})
 
     def _generate_cached(self, reqs: list[GenerationRequest], done: Callable[[int, list[int], str], None]) -> None:
-        keys = [self._gen_key(r) for r in reqs]
-        cached = self.store.get_generations(keys) if self.store else {}
+        keys = [self._gen_key(r) if r.hook is None else None for r in reqs]
+        cached = self.store.get_generations([k for k in keys if k]) if self.store else {}
         if len(cached) < len(keys) and not self.backend.capabilities.batch_invariant:
             # Outputs depend on what shares the batch: regenerate the whole group as it was, so a
             # resumed run reproduces the uninterrupted one (same values, stored once).
@@ -141,7 +145,7 @@ class Answerer:
 
         def fresh(j: int, gen: Generation) -> None:
             i = todo[j]
-            if self.store:
+            if self.store and keys[i]:
                 self.store.put_generations({keys[i]: {"new_ids": gen.new_ids, "stop_reason": gen.stop_reason}})
             done(i, gen.new_ids, gen.stop_reason)
 

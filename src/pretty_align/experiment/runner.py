@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from ..backends import Backend, load_backend
-from ..errors import InputError
+from ..errors import CapabilityError, InputError
 from ..languages import Language, get_language
 from ..metrics.offtarget import detect
 from ..priors import PRIORS, Prior, PriorItem, make_prior
@@ -125,7 +125,12 @@ class Runner:
         for name in ("dictionary", "stopwords", "command"):
             if getattr(pc, name) is not None:
                 params[name] = getattr(pc, name)
-        if pc.strategy in {"model", "sft"}:
+        cls = PRIORS.get(pc.strategy)
+        if cls.needs_step_hook and not self.base.backend.capabilities.step_hook:
+            raise CapabilityError(f"the '{pc.strategy}' prior steers the base model's own decoding, and backend "
+                                  f"'{self.base.backend.registry_name}' decodes in its own engine; run the base model "
+                                  "on backend 'hf' or 'llamacpp'")
+        if cls.needs_model:
             if pc.model in (None, REFERENCE):
                 if self.reference is None:
                     raise InputError("prior model = 'reference' but the config has no [reference] model",
@@ -254,6 +259,8 @@ class Runner:
         def row(j: int, ans: Answer) -> None:
             w, p = items[j], priors[j]
             ex = w.example
+            if p is not None and p.hook is not None:   # a decoding-time prior: its trace is the provenance
+                p.provenance = {**p.provenance, **p.hook.finish(len(ans.new_ids))}
             store(w, {
                 "key": w.key, "condition": w.cond.label, "tgt": tgt.code, "example_id": ex.id, "source": ex.source,
                 "reference": ex.reference, "output": ans.text,
@@ -263,7 +270,8 @@ class Runner:
                 "detected_lang": detect([ans.text], self.cfg.metrics.langid_langs)[0],
                 "signature": w.cond.signature(tgt), "code_revision": code_revision()})
 
-        answerer.answer([w.example for w in items], [p.ids if p else [] for p in priors], on_answer=row)
+        answerer.answer([w.example for w in items], [p.ids if p else [] for p in priors], on_answer=row,
+                        hooks=[p.hook if p else None for p in priors])
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, reuse_from: str | None = None,

@@ -7,7 +7,7 @@ from .base import Prior, PriorItem, PriorResult
 
 PRIORS: Registry[Prior] = Registry("prior strategy")
 
-from . import ablation, command, model, none, pos, pseudo, refined, summarization  # noqa: E402,F401
+from . import ablation, command, dynamic, model, none, pos, pseudo, refined, summarization  # noqa: E402,F401
 
 
 def make_prior(strategy: str, k: int = 1, **params) -> Prior:

@@ -33,12 +33,17 @@ class PriorResult:
     text: str                      # for provenance/display only; the output is decoded from ids
     fell_back: bool = False        # the strategy found nothing and gave no (or a default) prior
     provenance: dict[str, Any] = field(default_factory=dict)
+    # A step hook (``decoding.StepHook``) for this row's decoding, with ``finish(n_new) -> dict``
+    # giving provenance once the row ends: priors that act during decoding (``dynamic``) set it.
+    hook: Any = None
 
 
 class Prior(ABC):
     """A prior strategy with its parameters. ``k`` = number of base-model tokens (paper: 1 or 2)."""
 
     registry_name = "?"
+    needs_model = False        # the runner passes ``answerer``: the model named by the prior's ``model``
+    needs_step_hook = False    # the base model's backend must call step hooks (its own decode loop)
 
     def __init__(self, k: int = 1, **unknown: Any) -> None:
         """Subclasses take their own parameters and pass only the leftovers here, so a mistyped

@@ -21,6 +21,7 @@ from .base import Prior, PriorItem, PriorResult
 @PRIORS.register("model")
 class ModelPrior(Prior):
     require_ids = False
+    needs_model = True
 
     def __init__(self, k: int = 1, *, answerer=None, **params) -> None:
         super().__init__(k=k, **params)
