@@ -134,17 +134,21 @@ class PriorConfig(_Strict):
     stopwords: str | None = None
     command: NonEmpty | dict[str, NonEmpty] | None = None   # a command, with {tgt_iso1}-style placeholders, or one per target
     params: dict[str, Any] = Field(default_factory=dict)   # strategy parameters (each strategy checks its own)
+    # The prior-quality curve: one condition per probability p of replacing the prior with a random
+    # target-language word of the same token length (priors/corrupt.py); [] = the prior as built.
+    corrupt: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=list, max_length=21)
+    corrupt_seed: int = Field(0, ge=0, le=2**31 - 1)
 
-    @field_validator("k", mode="before")
+    @field_validator("k", "corrupt", mode="before")
     @classmethod
-    def _k_list(cls, v: Any) -> Any:
+    def _as_list(cls, v: Any) -> Any:
         return v if isinstance(v, (list, tuple)) else [v]
 
-    @field_validator("k")
+    @field_validator("k", "corrupt")
     @classmethod
-    def _k_distinct(cls, v: list[int]) -> list[int]:
+    def _distinct(cls, v: list, info: Any) -> list:
         if len(set(v)) != len(v):
-            raise ValueError("a value of k is listed twice")
+            raise ValueError(f"a value of {info.field_name} is listed twice")
         return v
 
 

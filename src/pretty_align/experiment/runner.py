@@ -20,6 +20,7 @@ from ..errors import CapabilityError, InputError
 from ..languages import Language, get_language
 from ..metrics.offtarget import detect
 from ..priors import PRIORS, Prior, PriorItem, make_prior
+from ..priors.corrupt import CorruptedPrior
 from ..progress import progress_bar
 from ..registry import keyword_params, unknown_keywords
 from ..tasks import TASKS, Example, Task
@@ -149,6 +150,10 @@ class Runner:
         prior.check_languages([(self.task.source_language(t), t) for t in self.targets])
         return prior
 
+    def _references(self, tgt: Language) -> list[tuple[str, str]]:
+        """(example id, reference) of the run's examples of ``tgt``: the corrupted priors' word pool."""
+        return [(ex.id, ex.reference or "") for ex in self.examples.get(tgt.code, [])]
+
     def _conditions(self) -> list[Condition]:
         out = []
         if self.reference is not None:
@@ -158,7 +163,11 @@ class Runner:
                 label = pc.name or (pc.strategy if pc.strategy == "none" else f"{pc.strategy} k={k}")
                 if len(pc.k) > 1 and pc.name:
                     label = f"{pc.name} k={k}"
-                out.append(Condition(label, self.base, self._prior(pc, k)))
+                if not pc.corrupt:
+                    out.append(Condition(label, self.base, self._prior(pc, k)))
+                for p in pc.corrupt:
+                    prior = CorruptedPrior(self._prior(pc, k), p, seed=pc.corrupt_seed, pool=self._references)
+                    out.append(Condition(f"{label} corrupt={p:g}", self.base, prior))
         labels = [c.label for c in out]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:
