@@ -79,3 +79,25 @@ def test_nonsense_probabilities_are_refused(tmp_path, shared_data, corrupt, msg)
     cfg.write_text(CONFIG.format(store=tmp_path / "c.sqlite", flores=shared_data / "flores200", corrupt=corrupt))
     with pytest.raises(InputError, match=msg):
         load_config(cfg)
+
+
+def test_the_report_draws_the_prior_quality_curve_and_agreement(tmp_path, shared_data):
+    from pretty_align.experiment.report import compute, to_markdown
+    from pretty_align.experiment.html import render_html
+    from pretty_align.experiment.store import Store
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.format(store=tmp_path / "c.sqlite", flores=shared_data / "flores200",
+                                 corrupt="[0, 1]").replace("[[priors]]", '[reference]\nmodel = "fake:upper"\n'
+                                                           'backend = "fake"\n[[priors]]\nstrategy = "none"\n'
+                                                           '[[priors]]', 1))
+    Runner(load_config(cfg)).run(progress=False)
+    store = Store(tmp_path / "c.sqlite")
+    res = compute(store, "c")
+    assert set(res["agreement"]) == {"none", "gold k=3 corrupt=0", "gold k=3 corrupt=1"}
+    # gold priors make fake:echo write the reference's start, which fake:upper (the reference) never does
+    assert all(0 <= per["all"]["aligned %"] <= 100 for per in res["agreement"].values())
+    md = to_markdown(res)
+    assert "## Free-running agreement with the reference output" in md
+    page = render_html(res, store.rows("c"))
+    assert 'alt="prior-quality curve"' in page and 'alt="free-running agreement by position"' in page

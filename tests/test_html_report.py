@@ -108,8 +108,9 @@ def test_page_is_well_formed_offline_and_embeds_plots(run, tmp_path):
     assert not [u for u in page.links if re.match(r"\s*(https?:)?//", u)]
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|@import|url\(""", text)
     assert all(u.startswith(("#", "data:image/png;base64,")) for u in page.links)
-    # % of reference, off-target and k (pseudo runs with k=1 and k=2)
-    assert text.count("data:image/png;base64,") == 3
+    # % of reference, off-target, k (pseudo runs with k=1 and k=2), free-running agreement by position
+    assert text.count("data:image/png;base64,") == 4
+    assert 'alt="free-running agreement by position"' in text
     # the ratio plot shows the first ratio metric that has a ratio (the fake reference's BLEU may be < 1)
     shown = re.search(r'alt="% of reference (\S+) per language', text).group(1)
     assert any(c.get(f"% ref {shown}") is not None for cs in res["cells"].values() for c in cs.values())

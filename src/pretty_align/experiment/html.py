@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..languages import get_language
-from .report import _fmt, _ratio_cell, per_tag_accuracy
+from .report import (AGREEMENT_NOTE, AGREEMENT_POSITIONS, REFERENCE, _fmt, _ratio_cell, dynamic_conditions,
+                     per_tag_accuracy, position_mean, shown_agreement)
 from .signature import compact_signature
 
-REFERENCE = "reference"
 COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
           "#9c755f", "#bab0ac"]   # Tableau 10: one colour per condition, the same in every plot
 
@@ -148,7 +148,33 @@ def _tables(res: dict[str, Any]) -> str:
                           [[c] + [_fmt(res["cells"][c].get(t, {}).get(metric)) for t in targets]
                            + [_fmt(res["means"][c].get(metric))] for c in conds], note=note))
     out.append(_per_tag_table(res))
+    out.append(_dynamic_table(res))
+    out.append(_agreement_table(res))
     return "\n".join(out) + "</section>"
+
+
+def _dynamic_table(res: dict[str, Any]) -> str:
+    conds = dynamic_conditions(res)
+    if not conds:
+        return ""
+    ratio = [f"% ref {m}" for m in res["ratio_metrics"]]
+    return ("<h3>Dynamic prior: quality against the helper’s share</h3>"
+            + _table(["condition", "helper share %"] + ratio,
+                     [[c, _fmt(res["means"][c]["helper share %"])] + [_ratio_mean(res, c, r) for r in ratio]
+                      for c in conds],
+                     note="Helper share %: the share of output tokens the helper model supplied."))
+
+
+def _agreement_table(res: dict[str, Any]) -> str:
+    agree = shown_agreement(res)
+    if not agree:
+        return ""
+    targets = res["targets"]
+    return ("<h3>Free-running agreement with the reference output (aligned %)</h3>"
+            + _table(["condition"] + targets + ["all exact %", "all aligned %"],
+                     [[c] + [_fmt(per.get(t, {}).get("aligned %")) for t in targets]
+                      + [_fmt(per["all"]["exact %"]), _fmt(per["all"]["aligned %"])] for c, per in agree.items()],
+                     note=escape(AGREEMENT_NOTE)))
 
 
 def _per_tag_table(res: dict[str, Any]) -> str:
@@ -275,10 +301,85 @@ def _plot_prior_k(res: dict[str, Any]) -> str:
                 "strategy; dotted: no prior, dashed: the reference model.")
 
 
+def _first_ratio(res: dict[str, Any]) -> str | None:
+    return f"% ref {res['ratio_metrics'][0]}" if REFERENCE in res["conditions"] and res["ratio_metrics"] else None
+
+
+def _plot_agreement(res: dict[str, Any]) -> str:
+    """Exact agreement with the reference output by position, one line per condition."""
+    agree = shown_agreement(res)
+    if not agree:
+        return ""
+    fig = _figure(7.0)
+    ax = fig.add_subplot()
+    positions = list(range(1, AGREEMENT_POSITIONS + 1))
+    for c, per in agree.items():
+        ax.plot(positions, [position_mean(per, p) for p in positions], marker="o", label=c, color=_color(res, c))
+    ax.set_xticks(positions)
+    ax.set_xlabel("position in the reference output (tokens)")
+    ax.set_ylabel("exact agreement %")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _img(fig, "free-running agreement by position", "Share of the reference output’s tokens at each "
+                "position that the condition’s own output has at the same position (mean over languages).")
+
+
+def _plot_dynamic(res: dict[str, Any]) -> str:
+    """% of reference against the helper's share of the output, one point per dynamic condition."""
+    conds, col = dynamic_conditions(res), _first_ratio(res)
+    if not conds or not col:
+        return ""
+    fig = _figure(5.5)
+    ax = fig.add_subplot()
+    pts = sorted((res["means"][c]["helper share %"], res["means"][c].get(col), c) for c in conds)
+    ax.plot([x for x, _, _ in pts], [y or 0 for _, y, _ in pts], marker="o", color=COLORS[0])
+    for x, y, c in pts:
+        ax.annotate(c, (x, y or 0), fontsize=7, textcoords="offset points", xytext=(4, 4))
+    ax.axhline(100, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("helper share of output tokens %")
+    ax.set_ylabel(col)
+    ax.grid(alpha=0.3)
+    return _img(fig, "dynamic prior: quality against helper share", f"{escape(col)} (ratio of means) against "
+                "the share of output tokens the helper supplied; dashed: the reference model.")
+
+
+def _corrupt_series(res: dict[str, Any]) -> dict[str, list[tuple[float, str]]]:
+    series: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for cond, entries in res["condition_signatures"].items():
+        prior = entries[0]["signature"].get("prior") if entries else None
+        if prior and prior.get("corrupt") is not None:
+            series[re.sub(r" corrupt=[\d.]+$", "", cond)].append((float(prior["corrupt"]), cond))
+    return {name: sorted(pts) for name, pts in series.items() if len(pts) > 1}
+
+
+def _plot_corrupt(res: dict[str, Any]) -> str:
+    """The prior-quality curve: % of reference against the probability of a corrupted prior."""
+    series, col = _corrupt_series(res), _first_ratio(res)
+    if not series or not col:
+        return ""
+    fig = _figure(5.5)
+    ax = fig.add_subplot()
+    for name, pts in series.items():
+        ax.plot([p for p, _ in pts], [res["means"][c].get(col) or 0 for _, c in pts], marker="o", label=name,
+                color=_color(res, pts[0][1]))
+    if "none" in res["means"] and res["means"]["none"].get(col) is not None:
+        ax.axhline(res["means"]["none"][col], color="grey", linestyle=":", linewidth=1, label="none")
+    ax.set_xlabel("probability that the prior is a random word")
+    ax.set_ylabel(col)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _img(fig, "prior-quality curve", f"{escape(col)} (ratio of means) as priors are replaced by random "
+                "target-language words of the same token length; dotted: no prior.")
+
+
 def _plots(res: dict[str, Any]) -> str:
     parts = [("% of reference per language × condition", _plot_ratio(res)),
              ("Off-target rate per condition", _plot_off_target(res)),
-             ("Effect of prior k", _plot_prior_k(res))]
+             ("Effect of prior k", _plot_prior_k(res)),
+             ("Prior-quality curve", _plot_corrupt(res)),
+             ("Dynamic prior", _plot_dynamic(res)),
+             ("Free-running agreement by position", _plot_agreement(res))]
     return ("<section id=\"plots\"><h2>Plots</h2>"
             + "".join(f"<h3>{escape(t)}</h3>{p}" for t, p in parts if p) + "</section>")
 

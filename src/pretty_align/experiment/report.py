@@ -16,6 +16,8 @@ from ..metrics.base import Metric
 from .signature import METRIC_PACKAGES, compact_signature, package_versions
 from .store import Store
 
+REFERENCE = "reference"   # the reference (SFT) model's own answers: the runner's condition label
+
 # Per task: the metrics of the report (label, metric) and those that get a "% ref" column.
 RATIO_METRICS = {"translation": ("BLEU", "chrF++"), "summarization": ("ROUGE-1", "ROUGE-L"), "pos": ("accuracy",)}
 
@@ -71,7 +73,11 @@ def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) ->
         cell["truncated"] = sum(r["truncated"] for r in rs)   # inputs cut to fit max_prompt_tokens
         cell["new tokens"] = mean(r["new_tokens"] for r in rs)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
+        shares = [r["provenance"]["helper_share"] for r in rs if "helper_share" in (r.get("provenance") or {})]
+        if shares:   # a dynamic prior: the share of output tokens its helper supplied
+            cell["helper share %"] = 100.0 * mean(shares)
         cells[cond][tgt_code] = cell
+    agreement = _agreement(groups, conditions, targets)
     model_sigs = _condition_signatures(rows)
     significance = _significance(groups, cells, conditions, targets, metrics, model_sigs)
     means = {cond: _means(list(cells[cond].values())) for cond in conditions}
@@ -82,7 +88,40 @@ def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) ->
             "cells": cells, "means": means, "ratio_floor": floor, "ratio_below_floor": below,
             "metric_signatures": {k: sorted(v) for k, v in signatures.items()},
             "condition_signatures": model_sigs, "metric_packages": package_versions(METRIC_PACKAGES),
-            "code": _code(rows, config), "warnings": _warnings(model_sigs), "significance": significance}
+            "code": _code(rows, config), "warnings": _warnings(model_sigs), "significance": significance,
+            "agreement": agreement}
+
+
+AGREEMENT_POSITIONS = 10   # positions shown in the free-running agreement tables
+
+
+def _agreement(groups: dict[tuple[str, str], list[dict]], conditions: list[str],
+               targets: list[str]) -> dict[str, dict[str, Any]]:
+    """Free-running agreement (``metrics.agreement``) of each base condition's outputs with the
+    reference model's outputs on the same examples, per language and over all of them; {} without
+    a reference condition."""
+    from ..metrics.agreement import agreement
+
+    if REFERENCE not in conditions:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for cond in conditions:
+        if cond == REFERENCE:
+            continue
+        pairs: dict[str, tuple[list[str], list[str]]] = {}
+        for tgt in targets:
+            sft = {r["example_id"]: r["output"] for r in groups.get((REFERENCE, tgt), [])}
+            mine = [r for r in groups.get((cond, tgt), []) if r["example_id"] in sft]
+            if mine:
+                pairs[tgt] = ([r["output"] for r in mine], [sft[r["example_id"]] for r in mine])
+        per = {tgt: agreement(h, s, get_language(tgt), max_positions=AGREEMENT_POSITIONS) for tgt, (h, s) in pairs.items()}
+        if per:
+            total = sum(a["tokens"] for a in per.values())
+            per["all"] = {k: round(sum(a[k] * a["tokens"] for a in per.values() if a[k] is not None) / total, 1)
+                          if total else None for k in ("exact %", "aligned %")}
+            per["all"]["tokens"] = total
+            out[cond] = per
+    return out
 
 
 ALPHA = 0.05          # significance level of the marks in the tables
@@ -276,7 +315,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             lines += ["", f"n/a: the reference scores below {res['ratio_floor']:g} in {', '.join(low)}, where a "
                       "ratio says nothing (metrics.ratio_floor sets the floor); those languages still count in "
                       "the ratio of means."]
-    lines += _per_tag_lines(res) + _code_lines(res.get("code"))
+    lines += _per_tag_lines(res) + _dynamic_lines(res) + _agreement_lines(res) + _code_lines(res.get("code"))
     lines += ["", "## Signatures", "", "Metrics:"]
     for label, sigs in res["metric_signatures"].items():
         lines += [f"- {label}: `{s}`" for s in sigs]
@@ -287,6 +326,63 @@ def to_markdown(res: dict[str, Any]) -> str:
             lines.append(f"- {cond}{where}: `{compact_signature(e['signature'])}`")
     lines += ["", "(Compact forms; the full signatures are in report.json and report.html.)"]
     return "\n".join(lines) + "\n"
+
+
+def dynamic_conditions(res: dict[str, Any]) -> list[str]:
+    """Conditions whose rows carry a helper share (the ``dynamic`` prior)."""
+    return [c for c in res["conditions"] if "helper share %" in res["means"].get(c, {})]
+
+
+def _dynamic_lines(res: dict[str, Any]) -> list[str]:
+    conds = dynamic_conditions(res)
+    if not conds:
+        return []
+    ratio = [f"% ref {m}" for m in res["ratio_metrics"]]
+    lines = ["", "## Dynamic prior: quality against the helper's share", "",
+             "Helper share % = the share of output tokens the helper model supplied (mean over rows, then over "
+             "languages).", ""]
+    return lines + _table(["condition", "helper share %"] + ratio,
+                          [[c, _fmt(res["means"][c]["helper share %"])] + [_fmt(res["means"][c].get(r)) for r in ratio]
+                           for c in conds])
+
+
+AGREEMENT_NOTE = ("Free-running agreement with the reference model's output: the share of the reference output's "
+                  "tokens (sacrebleu's BLEU tokenization of the target language) that the condition's own output "
+                  "has at the same position (exact) or inside the matching blocks of the two sequences (aligned, "
+                  "difflib). The teacher-forced view of the same question is the decision-space analysis.")
+
+
+def shown_agreement(res: dict[str, Any]) -> dict[str, Any]:
+    """The agreement figures of the conditions ``res`` shows (none without the reference)."""
+    if REFERENCE not in res["conditions"]:
+        return {}
+    return {c: per for c, per in (res.get("agreement") or {}).items() if c in res["conditions"]}
+
+
+def _agreement_lines(res: dict[str, Any]) -> list[str]:
+    agree = shown_agreement(res)
+    if not agree:
+        return []
+    targets = res["targets"]
+    lines = ["", "## Free-running agreement with the reference output", "", AGREEMENT_NOTE, "",
+             "Aligned % per language, and exact / aligned % over all reference tokens:", ""]
+    lines += _table(["condition"] + targets + ["all exact %", "all aligned %"],
+                    [[c] + [_fmt(per.get(t, {}).get("aligned %")) for t in targets]
+                     + [_fmt(per["all"]["exact %"]), _fmt(per["all"]["aligned %"])] for c, per in agree.items()])
+    lines += ["", "Exact % by position (1-based) of the reference output, mean over languages:", ""]
+    positions = list(range(1, AGREEMENT_POSITIONS + 1))
+    lines += _table(["condition"] + [str(p) for p in positions],
+                    [[c] + [_fmt(position_mean(per, p)) for p in positions] for c, per in agree.items()])
+    return lines
+
+
+def position_mean(per: dict[str, Any], position: int, key: str = "exact %") -> float | None:
+    """``key`` at a 1-based position, averaged over the languages that reach it (weighted by n)."""
+    cells = [a["by_position"].get(position) or a["by_position"].get(str(position))
+             for t, a in per.items() if t != "all"]
+    cells = [c for c in cells if c and c["n"]]
+    n = sum(c["n"] for c in cells)
+    return round(sum(c[key] * c["n"] for c in cells) / n, 1) if n else None
 
 
 def _code_lines(code: dict[str, Any] | None) -> list[str]:
