@@ -80,4 +80,4 @@ def test_shipped_presets_load_and_a_missing_one_is_named():
     paper, _ = load_preset("paper")
     assert quick.n == 5 and paper.n == 100 and len(quick.stages) == len(paper.stages) == 4
     result = CliRunner().invoke(app, ["reproduce", "--preset", "nonesuch"])
-    assert result.exit_code == 2 and "no preset 'nonesuch'; presets: paper, quick" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "no preset 'nonesuch'; presets: beyond, paper, quick" in " ".join(result.output.split())

@@ -154,12 +154,14 @@ class TextHook(_Hook):
                 break
             gen.append(tok)
             piece = self.helper_tok.decode(gen, skip_special_tokens=True)
+            if piece.endswith("\ufffd"):   # inside a character that byte-level tokens spell in pieces
+                continue
             body = piece.lstrip(" \t")
             if body.startswith("\n"):
                 return None, first_p
             if body and any(ch.isspace() for ch in body):   # a space or newline after the word: it is whole
                 break
-        body = piece.strip()
+        body = piece.strip().rstrip("\ufffd")   # the cap may fall inside a character: drop its part
         if not body:
             return None, first_p
         return body.split()[0], first_p
