@@ -278,7 +278,7 @@ def fetch(name: str = typer.Argument(..., help="Known model name (see `pretty-al
 def list_() -> None:
     """List backends, prior strategies, tasks, metrics, languages and known models."""
     from .backends import BACKENDS
-    from .languages import LANGUAGES
+    from .languages import all_languages
     from .metrics import METRICS
     from .models import KNOWN_MODELS
     from .priors import PRIORS
@@ -288,10 +288,33 @@ def list_() -> None:
     print("priors:    ", ", ".join(PRIORS.names()))
     print("tasks:     ", ", ".join(TASKS.names()))
     print("metrics:   ", ", ".join(METRICS.names()))
-    print("languages: ", ", ".join(f"{c} ({lang.name})" for c, lang in sorted(LANGUAGES.items())))
+    print("languages: ", f"{len(all_languages())} FLORES-200 codes (pretty-align languages [TEXT] lists them)")
     print("models:")
     for m in KNOWN_MODELS.values():
         print("  ", m.describe())
+
+
+@app.command("languages")
+def languages(search: Optional[str] = typer.Argument(None, help="Only languages whose code or name contains this.")
+              ) -> None:
+    """List the FLORES-200 languages: code, prompt name, ISO code, BLEU tokenizer, off-target detector."""
+    from rich.table import Table
+
+    from .languages import all_languages
+    from .metrics.offtarget import OffTarget
+
+    detector = OffTarget()
+    table = Table("code", "name (prompts)", "FLORES name", "ISO", "BLEU tok", "off-target")
+    shown = 0
+    for code, lang in all_languages().items():
+        if search and search.lower() not in f"{code} {lang.name} {lang.flores_name}".lower():
+            continue
+        table.add_row(code, lang.name, lang.flores_name, lang.iso1, lang.bleu_tokenizer,
+                      "py3langid" if detector.covers(lang) else "not covered")
+        shown += 1
+    if not shown:
+        _fail(PrettyAlignError(f"no FLORES-200 language matches '{search}'"))
+    Console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -248,13 +248,15 @@ def _plot_off_target(res: dict[str, Any]) -> str:
     col = "off-target %"
     if col not in res["metrics"]:
         return ""
-    conds = res["conditions"]
+    conds = [c for c in res["conditions"] if res["means"][c].get(col) is not None]
+    if not conds:   # no target language the identifier knows
+        return "<p>The language identifier covers none of this run's target languages: no off-target plot.</p>"
     fig = _figure(min(12.0, 2.5 + 0.9 * len(conds)))
     ax = fig.add_subplot()
     means = [res["means"][c][col] for c in conds]
     ax.bar(range(len(conds)), means, 0.6, color=[_color(res, c) for c in conds])
     for i, c in enumerate(conds):
-        ys = [cell[col] for cell in res["cells"][c].values()]
+        ys = [cell[col] for cell in res["cells"][c].values() if cell.get(col) is not None]
         ax.scatter([i] * len(ys), ys, s=12, color="black", zorder=3)
         ax.text(i, means[i] + 2, f"{means[i]:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right")

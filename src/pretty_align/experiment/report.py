@@ -178,8 +178,11 @@ def _significance(groups: dict[tuple[str, str], list[dict]], cells: dict[str, di
 
 def _means(cells: list[dict[str, Any]]) -> dict[str, Any]:
     """Per numeric column, the mean over languages (counts such as ``truncated`` are summed)."""
-    keys = [k for k in cells[0] if isinstance(cells[0][k], (int, float)) and k != "n"]
-    out: dict[str, Any] = {k: mean(c[k] for c in cells) for k in keys}
+    keys = list(dict.fromkeys(k for c in cells for k, v in c.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"))
+    # A language a metric cannot judge (None: off-target "not covered") is left out of its mean.
+    out: dict[str, Any] = {k: mean(vals) for k in keys
+                           if (vals := [c[k] for c in cells if isinstance(c.get(k), (int, float))])}
     out["truncated"] = sum(c.get("truncated", 0) for c in cells)
     return out
 
@@ -292,6 +295,10 @@ def to_markdown(res: dict[str, Any]) -> str:
         body = [[cond] + [show(cell, c, tgt) for c in cols]
                 for cond in res["conditions"] if (cell := res["cells"][cond].get(tgt))]
         lines += [f"## {tgt}", ""] + _table(["condition"] + cols, body) + [""]
+        if "off-target %" in cols and all(res["cells"][c].get(tgt, {}).get("off-target %") is None
+                                          for c in res["conditions"] if tgt in res["cells"][c]):
+            lines += [f"off-target %: not covered: the language identifier does not know {tgt} (it is left out of "
+                      "the mean over languages).", ""]
     if tested:
         lines += [f"{', '.join(tested)}: * differs from no prior (`{sig['baselines']['none']}`), † from the "
                   f"reference, at p < {sig['alpha']:g}; 95% CI: paired bootstrap over sentences, {sig['resamples']} "

@@ -24,13 +24,14 @@ class Score:
     off-target); ``extra`` holds metric-specific details (per-output labels, n-gram precisions...)."""
 
     name: str
-    value: float
+    value: float | None   # None: the metric cannot judge this language (e.g. off-target "not covered")
     signature: str
     extra: dict = field(default_factory=dict)
 
     def format(self) -> str:
         """``"BLEU = 34.12 (nrefs:1|case:mixed|...)"``."""
-        return f"{self.name} = {self.value:.2f} ({self.signature})"
+        shown = "not covered" if self.value is None else f"{self.value:.2f}"
+        return f"{self.name} = {shown} ({self.signature})"
 
 
 class Metric(ABC):

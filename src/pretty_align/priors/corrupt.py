@@ -23,7 +23,6 @@ from ..languages import Language
 from .ablation import seeded_rng
 from .base import Prior, PriorItem, PriorResult
 
-UNSPACED_SCRIPTS = {"Hans", "Hant", "Jpan", "Thai", "Khmr", "Laoo", "Mymr", "Tibt"}
 MAX_TRIES = 200   # candidate words tried for an exact token length before cutting a longer one
 
 
@@ -32,7 +31,7 @@ def words_of(texts: Sequence[str], tgt: Language) -> list[str]:
     without spaces) runs between punctuation; punctuation-only tokens dropped."""
     seen: dict[str, None] = {}
     for text in texts:
-        if tgt.script in UNSPACED_SCRIPTS:   # runs between punctuation: cut to the prior's length later
+        if not tgt.spaced:   # runs between punctuation: cut to the prior's length later
             units = re.split(r"[\s\W]+", text)
         else:
             units = text.split()
