@@ -294,6 +294,22 @@ def list_() -> None:
         print("  ", m.describe())
 
 
+@app.command("serve")
+def serve_cmd(config: Path = typer.Argument(..., help="Serve TOML: an experiment config with a [serve] table."),
+              host: Optional[str] = typer.Option(None, help="Address to bind (default [serve] host, 127.0.0.1)."),
+              port: Optional[int] = typer.Option(None, help="Port (default [serve] port, 8000)."),
+              api_key: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer KEY' (default: the "
+                                                    "variable named by [serve] api_key_env, PRETTY_API_KEY)."),
+              set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field.")) -> None:
+    """Serve the base model with the config's priors through an OpenAI-compatible API."""
+    from .serve import serve
+
+    try:
+        serve(config, host=host, port=port, api_key=api_key, overrides=_overrides(set_ or []))
+    except PrettyAlignError as e:
+        _fail(e)
+
+
 @app.command("languages")
 def languages(search: Optional[str] = typer.Argument(None, help="Only languages whose code or name contains this.")
               ) -> None:

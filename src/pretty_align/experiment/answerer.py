@@ -50,6 +50,7 @@ class Answerer:
         self.decoding = replace(decoding, stop=()) if self.chat else decoding
         self.max_prompt_tokens = max_prompt_tokens
         self._prompts: dict[str, tuple[Prompt, int, bool]] = {}
+        self.cache_prompts = True
         self.truncated_count = 0
 
     @property
@@ -68,7 +69,10 @@ class Answerer:
 
     # -- prompts ------------------------------------------------------------------------------
     def prompt(self, example: Example) -> tuple[Prompt, int, bool]:
-        """(prompt, source length in tokens, truncated?) for ``example``, computed once."""
+        """(prompt, source length in tokens, truncated?) for ``example``, computed once (every
+        time when ``cache_prompts`` is off: a server sees each example once)."""
+        if not self.cache_prompts:
+            return self._build_prompt(example)
         key = f"{example.id}|{example.tgt.code}"
         if key not in self._prompts:
             self._prompts[key] = self._build_prompt(example)
@@ -98,16 +102,19 @@ class Answerer:
     # -- generation ---------------------------------------------------------------------------
     def answer(self, examples: Sequence[Example], priors: Sequence[Sequence[int]] | None = None,
                on_answer: Callable[[int, Answer], None] | None = None,
-               hooks: Sequence[StepHook | None] | None = None) -> list[Answer]:
+               hooks: Sequence[StepHook | None] | None = None,
+               budgets: Sequence[int | None] | None = None) -> list[Answer]:
         """Answers for ``examples``, each primed with its prior ids (none when ``priors`` is None)
         and decoded through its step hook where ``hooks`` gives one (such rows are never cached:
-        their output depends on the hook's helper). ``on_answer(i, answer)`` is called as each one
+        their output depends on the hook's helper). ``budgets`` caps a row's new tokens below the
+        decoding budget (a server's ``max_tokens``). ``on_answer(i, answer)`` is called as each one
         is ready (cached ones first)."""
         priors = priors if priors is not None else [()] * len(examples)
         hooks = hooks if hooks is not None else [None] * len(examples)
+        budgets = budgets if budgets is not None else [None] * len(examples)
         prompts = [self.prompt(ex) for ex in examples]
-        reqs = [GenerationRequest(p.ids, tuple(prior), self.decoding.budget(n_src), hook=hook)
-                for (p, n_src, _), prior, hook in zip(prompts, priors, hooks)]
+        reqs = [GenerationRequest(p.ids, tuple(prior), min(self.decoding.budget(n_src), cap or 1 << 30), hook=hook)
+                for (p, n_src, _), prior, hook, cap in zip(prompts, priors, hooks, budgets)]
         out: list[Answer | None] = [None] * len(examples)
 
         def done(i: int, new_ids: list[int], reason: str) -> None:

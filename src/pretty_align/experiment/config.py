@@ -85,6 +85,7 @@ class TaskConfig(_Strict):
     src_file: str | None = None
     ref_file: str | None = None
     hub: str | None = None
+    texts: list[NonEmpty] | None = Field(None, max_length=100_000)   # in-memory sources (serve, Python API)
     n: Count | None = 50                  # examples per target; None: all
     offset: int = Field(0, ge=0)
     template: NonEmpty | None = None
