@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,peft,gemma,llamacpp,serve]"   # llama-cpp-python: built from its sdist once
+	$(BIN)/pip install -q -e ".[test,peft,gemma,llamacpp,serve,lexicon]"   # llama-cpp-python: built from its sdist once
 	touch $@
 
 venv: $(BIN)/.installed

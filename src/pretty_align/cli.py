@@ -294,6 +294,31 @@ def list_() -> None:
         print("  ", m.describe())
 
 
+@app.command("lexicon")
+def lexicon(src_file: Path = typer.Argument(..., help="Source sentences, one per line."),
+            tgt_file: Path = typer.Argument(..., help="Their translations, line-aligned."),
+            src: str = typer.Option("eng_Latn", help="Source language (FLORES-200 code)."),
+            tgt: str = typer.Option(..., help="Target language (FLORES-200 code)."),
+            out: Optional[Path] = typer.Option(None, help="Write the lexicon here (default: print the cache path)."),
+            gold: Optional[Path] = typer.Option(None, help="A MUSE-format dictionary: report precision@1 against it."),
+            min_count: int = typer.Option(2, min=1, help="Links a word pair needs."),
+            min_share: float = typer.Option(0.2, min=0.01, max=1.0, help="Of the top translation's count.")) -> None:
+    """Induce a bilingual lexicon from parallel text with eflomal (a dictionary for the pseudo prior)."""
+    from .languages import get_language
+    from .priors.lexicon import induce_lexicon, precision_at_1, read_lexicon
+
+    try:
+        path = induce_lexicon(src_file, tgt_file, get_language(src, field="--src"), get_language(tgt, field="--tgt"),
+                              min_count=min_count, min_share=min_share, out=out)
+        lex = read_lexicon(path)
+        print(f"{path}: {len(lex)} source words, {sum(map(len, lex.values()))} pairs")
+        if gold:
+            p1, n = precision_at_1(lex, read_lexicon(gold))
+            print(f"precision@1 against {gold.name}: {p1:.1f}% of {n} source words found in both")
+    except PrettyAlignError as e:
+        _fail(e)
+
+
 @app.command("serve")
 def serve_cmd(config: Path = typer.Argument(..., help="Serve TOML: an experiment config with a [serve] table."),
               host: Optional[str] = typer.Option(None, help="Address to bind (default [serve] host, 127.0.0.1)."),

@@ -116,7 +116,7 @@ def get_language(code: str, *, field: str | None = None) -> Language:
 
     near = difflib.get_close_matches(code, table, n=5, cutoff=0.5)
     iso3 = [c for c in table if c.split("_")[0] == code.split("_")[0].lower()]
-    hint = ", ".join(dict.fromkeys(iso3 + near)) or "see `pretty-align list`"
+    hint = ", ".join(dict.fromkeys(iso3 + near)) or "see `pretty-align languages`"
     raise UnknownLanguageError(f"unknown language code '{code}'; expected a FLORES-200 code "
                                f"(language_Script, e.g. yor_Latn); near: {hint}", field=field) from None
 

@@ -210,6 +210,9 @@ def _expand(value: Any, base: Path, key: str | None = None, *, path_keys: set[st
     if not isinstance(value, str):
         return value
     value = _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if key in path_keys and value.startswith("induce:"):   # induce:SRC|TGT (a lexicon from parallel text)
+        return "induce:" + "|".join(str((base / p).resolve()) if p.startswith(("./", "../")) else p
+                                    for p in value[len("induce:"):].split("|"))
     if key in path_keys and value.startswith(("./", "../")):
         return str((base / value).resolve())
     return value

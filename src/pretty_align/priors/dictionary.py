@@ -148,10 +148,14 @@ class BilingualDictionary:
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
+INDUCE = "induce:"
+
+
 def resolve_path(spec: DictionarySpec, src: Language, tgt: Language,
                  *, field: str = "priors.dictionary") -> Path:
     """The dictionary file for ``src -> tgt``: a mapping {FLORES code: path}, or a path pattern
-    with ``{tgt_iso1}``, ``{src_iso1}``, ``{tgt}``, ``{src}``. Errors name ``field``; a file that
+    with ``{tgt_iso1}``, ``{src_iso1}``, ``{tgt}``, ``{src}``, ``{tgt_iso3}``, ``{src_iso3}``; a
+    path ``induce:SRC_FILE|TGT_FILE`` is a lexicon induced from that parallel text (``lexicon``). Errors name ``field``; a file that
     does not exist is an error here, naming the resolved path."""
     if isinstance(spec, Mapping):
         for code in spec:
@@ -161,12 +165,21 @@ def resolve_path(spec: DictionarySpec, src: Language, tgt: Language,
                              + (", ".join(sorted(spec)) or "none"), field=field)
         path = str(spec[tgt.code])
     else:
-        values = {"tgt_iso1": tgt.iso1, "src_iso1": src.iso1, "tgt": tgt.code, "src": src.code}
+        values = {"tgt_iso1": tgt.iso1, "src_iso1": src.iso1, "tgt": tgt.code, "src": src.code,
+                  "tgt_iso3": tgt.iso3, "src_iso3": src.iso3}
         unknown = [n for n in _PLACEHOLDER.findall(str(spec)) if n not in values]
         if unknown:
             raise InputError(f"unknown placeholder {{{unknown[0]}}} in '{spec}'; expected one of "
                              + ", ".join("{" + n + "}" for n in values), field=field)
         path = _PLACEHOLDER.sub(lambda m: values[m.group(1)], str(spec))
+    if path.startswith(INDUCE):   # induce:SRC_FILE|TGT_FILE: a lexicon aligned from parallel text (cached)
+        from .lexicon import induce_lexicon
+
+        files = path[len(INDUCE):].split("|")
+        if len(files) != 2 or not all(files):
+            raise InputError(f"'{path}' should be induce:SOURCE_FILE|TARGET_FILE (line-aligned sentences)",
+                             field=field)
+        return induce_lexicon(files[0], files[1], src, tgt)
     if not Path(path).is_file():
         raise InputError(f"dictionary for {src.code} -> {tgt.code} not found; expected a file "
                          f"with {_EXPECTED}", path=path, field=field)
