@@ -54,12 +54,17 @@ def test_every_shipped_config_loads():
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[1] / "configs"
+    from pretty_align.serve import load_serve_config
     from pretty_align.sft.config import load_sft_config
 
     loaded = []
-    for path in sorted(configs.glob("*.toml")):
-        cfg = load_sft_config(path) if path.name.startswith("sft-gemma") else load_config(path)
-        loaded.append(cfg)
+    for path in sorted([*configs.glob("*.toml"), *configs.glob("presets/*.toml")]):
+        if path.name.startswith("sft-gemma"):
+            loaded.append(load_sft_config(path))
+        elif path.name == "serve.toml":
+            loaded.append(load_serve_config(path)[0])
+        elif "[reproduce]" not in path.read_text(encoding="utf-8"):   # presets load through load_preset
+            loaded.append(load_config(path))
     assert len(loaded) >= 6
     evals = [load_config(configs / f"{n}.toml") for n in ("sft-eval", "pos", "xlsum")]
     assert {c.reference.adapter for c in evals} == {str((configs.parent / "runs/sft/gemma3-270m-mt/adapter").resolve())}
