@@ -126,7 +126,11 @@ class Runner:
         for name in ("dictionary", "stopwords", "command"):
             if getattr(pc, name) is not None:
                 params[name] = getattr(pc, name)
-        cls = PRIORS.get(pc.strategy)
+        strategy = pc.strategy
+        task_specific = f"{self.task.registry_name}-{pc.strategy}"   # e.g. pos-pseudo: a tag lexicon
+        if task_specific in PRIORS:
+            strategy, params["task"] = task_specific, self.task
+        cls = PRIORS.get(strategy)
         if cls.needs_step_hook and not self.base.backend.capabilities.step_hook:
             raise CapabilityError(f"the '{pc.strategy}' prior steers the base model's own decoding, and backend "
                                   f"'{self.base.backend.registry_name}' decodes in its own engine; run the base model "
@@ -142,10 +146,6 @@ class Runner:
                                                                 dtype=pc.dtype))
         elif pc.model is not None:
             params["model"] = pc.model   # e.g. refined: the MT model (a strategy without one refuses it)
-        strategy = pc.strategy
-        task_specific = f"{self.task.registry_name}-{pc.strategy}"   # e.g. pos-pseudo: a tag lexicon
-        if task_specific in PRIORS:
-            strategy, params["task"] = task_specific, self.task
         prior = make_prior(strategy, k=k, **params)
         prior.check_languages([(self.task.source_language(t), t) for t in self.targets])
         return prior
