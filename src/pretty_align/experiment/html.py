@@ -334,10 +334,15 @@ def _plot_dynamic(res: dict[str, Any]) -> str:
         return ""
     fig = _figure(5.5)
     ax = fig.add_subplot()
-    pts = sorted((res["means"][c]["helper share %"], res["means"][c].get(col), c) for c in conds)
-    ax.plot([x for x, _, _ in pts], [y or 0 for _, y, _ in pts], marker="o", color=COLORS[0])
-    for x, y, c in pts:
-        ax.annotate(c, (x, y or 0), fontsize=7, textcoords="offset points", xytext=(4, 4))
+    series: dict[str, list[tuple[float, float, str]]] = defaultdict(list)   # one line per helper and k
+    for c in conds:
+        series[re.sub(r" tau=[\d.]+", "", c)].append((res["means"][c]["helper share %"], res["means"][c].get(col) or 0, c))
+    for name, pts in series.items():
+        pts.sort()
+        ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], marker="o", label=name, color=_color(res, pts[0][2]))
+        for x, y, c in pts:
+            ax.annotate(c[len(name):].strip() or c, (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))
+    ax.legend(fontsize=7)
     ax.axhline(100, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("helper share of output tokens %")
     ax.set_ylabel(col)
