@@ -320,11 +320,11 @@ def lexicon(src_file: Path = typer.Argument(..., help="Source sentences, one per
 
 
 @app.command("serve")
-def serve_cmd(config: Path = typer.Argument(..., help="Serve TOML: an experiment config with a [serve] table."),
-              host: Optional[str] = typer.Option(None, help="Address to bind (default [serve] host, 127.0.0.1)."),
-              port: Optional[int] = typer.Option(None, help="Port (default [serve] port, 8000)."),
+def serve_cmd(config: Path = typer.Argument(..., help="Serve TOML: an experiment config with a \\[serve] table."),
+              host: Optional[str] = typer.Option(None, help="Address to bind (default \\[serve] host, 127.0.0.1)."),
+              port: Optional[int] = typer.Option(None, help="Port (default \\[serve] port, 8000)."),
               api_key: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer KEY' (default: the "
-                                                    "variable named by [serve] api_key_env, PRETTY_API_KEY)."),
+                                                    "variable named by \\[serve] api_key_env, PRETTY_API_KEY)."),
               set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field.")) -> None:
     """Serve the base model with the config's priors through an OpenAI-compatible API."""
     from .serve import serve
