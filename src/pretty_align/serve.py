@@ -77,7 +77,8 @@ class ServeSettings(_Strict):
         return list(dict.fromkeys(v))
 
 
-def load_serve_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[ExperimentConfig, ServeSettings]:
+def load_serve_config(path: str | Path,
+                      overrides: dict[str, Any] | None = None) -> tuple[ExperimentConfig, ServeSettings]:
     """The experiment part (data sources replaced by the served requests) and ``[serve]``."""
     path = Path(path)
     raw = composed(path, overrides)
@@ -210,8 +211,9 @@ class Worker:
         self.jobs: "queue.Queue[Job | None]" = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="pretty-align-serve", daemon=True)
         self.base = runner.base
-        for answerer in runner._answerers.values():   # a server keeps no generation cache (and SQLite
-            answerer.store, answerer.cache_prompts = None, False   # objects stay in their thread)
+        self.answerers = list(runner._answerers.values())
+        for answerer in self.answerers:   # no generation cache (SQLite objects stay in their thread)
+            answerer.store = None
         eos = sorted(self.base.backend.eos_ids())
         self.eos = eos[0] if eos else (self.base.tokenizer.eos_token_id or 0)
         self.batches = 0      # backend calls made (requests per call = how well requests were batched)
@@ -243,6 +245,7 @@ class Worker:
             live = [j for j in batch if not j.cancelled.is_set()]
             for j in batch:
                 if j.cancelled.is_set():
+                    self.base.forget(j.example)
                     self._fail(j, ApiError(499, "client closed the request"))
             try:
                 if live:
@@ -285,8 +288,13 @@ class Worker:
             self.finished.append((job.example.id, len(ans.new_ids), ans.stop_reason))
             job.loop.call_soon_threadsafe(lambda: job.done.done() or job.done.set_result(ans))
 
-        self.base.answer([j.example for j in jobs], [j.prior_ids for j in jobs], on_answer=answered, hooks=hooks,
-                         budgets=[j.max_tokens for j in jobs])
+        try:
+            self.base.answer([j.example for j in jobs], [j.prior_ids for j in jobs], on_answer=answered, hooks=hooks,
+                             budgets=[j.max_tokens for j in jobs])
+        finally:   # each example is seen once: its prompts leave the answerers' caches
+            for j in jobs:
+                for answerer in self.answerers:
+                    answerer.forget(j.example)
 
 
 # -- the app --------------------------------------------------------------------------------------------
@@ -404,8 +412,9 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
                            param="max_tokens")
         tgt = get_language(code)
         example = Example(f"req-{uuid.uuid4().hex}", text, None, runner.task.source_language(tgt), tgt)
-        prompt, _, truncated = worker.base.prompt(example)
+        prompt, _, truncated = worker.base.prompt(example)   # cached for the worker, which forgets it
         if truncated:
+            worker.base.forget(example)
             raise ApiError(400, f"the prompt is over the server's limit of {settings.max_prompt_tokens} tokens",
                            param="prompt", code="context_length_exceeded")
         loop = asyncio.get_running_loop()

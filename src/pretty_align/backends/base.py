@@ -83,6 +83,15 @@ class Session(ABC):
     def logits(self, ids: Sequence[int]) -> Any: ...
 
 
+def reusable_prefix(done: Sequence[int], ids: Sequence[int]) -> int:
+    """How many leading ids of ``ids`` were already evaluated (``done``), leaving at least the last
+    one to evaluate: its logits are what the caller wants."""
+    keep, limit = 0, min(len(done), len(ids) - 1)
+    while keep < limit and done[keep] == ids[keep]:
+        keep += 1
+    return keep
+
+
 def refuse_hooks(backend: "Backend", requests: Sequence[GenerationRequest]) -> None:
     """Raise CapabilityError when a request carries a step hook that ``backend`` cannot call."""
     if not backend.capabilities.step_hook and any(r.hook is not None for r in requests):

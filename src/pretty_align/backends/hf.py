@@ -31,7 +31,7 @@ from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..models import ResolvedModel, cache_dir, dir_sha256, pin_hub_revision, resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session, reusable_prefix
 
 log = logging.getLogger(__name__)
 REFILL_DIVISOR = 2  # refill once batch_size // 2 slots are free
@@ -296,12 +296,9 @@ class HFSession(Session):
         ids = list(ids)
         if not ids:
             raise InputError("a session needs at least one token", field="ids")
-        keep = 0
-        limit = min(len(self._ids), len(ids) - 1)   # the last token is always evaluated: its logits
-        while keep < limit and self._ids[keep] == ids[keep]:
-            keep += 1
         if ids == self._ids and self._last is not None:
             return self._last
+        keep = reusable_prefix(self._ids, ids)
         if keep and keep < len(self._ids):
             try:   # transformers 5: a negative count drops that many positions from every layer
                 self._cache.crop(keep - len(self._ids))

@@ -55,7 +55,7 @@ from ..decoding import Decoding, RowState
 from ..errors import CapabilityError, InputError, MissingDependencyError, PrettyAlignError
 from ..models import resolve_model
 from . import BACKENDS
-from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session
+from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session, reusable_prefix
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -245,9 +245,7 @@ class LlamaCppBackend(Backend):
                              "max_prompt_tokens", field="options.n_ctx")
         keep = 0
         if self.prompt_cache:
-            limit = min(len(self._cached), len(ids) - 1)   # the last token is always evaluated: its logits
-            while keep < limit and self._cached[keep] == ids[keep]:
-                keep += 1
+            keep = reusable_prefix(self._cached, ids)
             keep -= keep % self.n_batch
         # Recurrent or hybrid memories cannot drop a suffix: fall back to a fresh evaluation.
         if keep and not self._lib.llama_memory_seq_rm(self._lib.llama_get_memory(self._llm.ctx), 0, keep, -1):
@@ -278,10 +276,9 @@ class LlamaCppBackend(Backend):
         prompt reuse its cached chunks; ``on_done`` gets each request's original index."""
         order = sorted(range(len(requests)),
                        key=lambda i: (tuple(requests[i].prompt_ids), tuple(requests[i].prior_ids)))
-        if self._decoder is not None:
-            return self._decoder.run(requests, order, fitting_rows(requests, decoding, self._tok, self.n_ctx),
-                                     self._eos, on_done)
         rows = fitting_rows(requests, decoding, self._tok, self.n_ctx)
+        if self._decoder is not None:
+            return self._decoder.run(requests, order, rows, self._eos, on_done)
         out: list[Generation | None] = [None] * len(requests)
         for i in order:
             row, hook = rows[i], requests[i].hook

@@ -50,7 +50,6 @@ class Answerer:
         self.decoding = replace(decoding, stop=()) if self.chat else decoding
         self.max_prompt_tokens = max_prompt_tokens
         self._prompts: dict[str, tuple[Prompt, int, bool]] = {}
-        self.cache_prompts = True
         self.truncated_count = 0
 
     @property
@@ -69,14 +68,15 @@ class Answerer:
 
     # -- prompts ------------------------------------------------------------------------------
     def prompt(self, example: Example) -> tuple[Prompt, int, bool]:
-        """(prompt, source length in tokens, truncated?) for ``example``, computed once (every
-        time when ``cache_prompts`` is off: a server sees each example once)."""
-        if not self.cache_prompts:
-            return self._build_prompt(example)
+        """(prompt, source length in tokens, truncated?) for ``example``, computed once."""
         key = f"{example.id}|{example.tgt.code}"
         if key not in self._prompts:
             self._prompts[key] = self._build_prompt(example)
         return self._prompts[key]
+
+    def forget(self, example: Example) -> None:
+        """Drop ``example``'s prompt (a server sees each example once: its cache must not grow)."""
+        self._prompts.pop(f"{example.id}|{example.tgt.code}", None)
 
     def _encode(self, example: Example, source: str) -> Prompt:
         text = self.task.render(example, source)
@@ -113,7 +113,8 @@ class Answerer:
         hooks = hooks if hooks is not None else [None] * len(examples)
         budgets = budgets if budgets is not None else [None] * len(examples)
         prompts = [self.prompt(ex) for ex in examples]
-        reqs = [GenerationRequest(p.ids, tuple(prior), min(self.decoding.budget(n_src), cap or 1 << 30), hook=hook)
+        reqs = [GenerationRequest(p.ids, tuple(prior), min(self.decoding.budget(n_src), cap) if cap
+                                  else self.decoding.budget(n_src), hook=hook)
                 for (p, n_src, _), prior, hook, cap in zip(prompts, priors, hooks, budgets)]
         out: list[Answer | None] = [None] * len(examples)
 

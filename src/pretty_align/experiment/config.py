@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ..decoding import LOOP_AFTER, LOOP_MIN_SPAN, Decoding
 from ..errors import InputError
 from ..languages import get_language
+from ..priors.dictionary import INDUCE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,9 +211,9 @@ def _expand(value: Any, base: Path, key: str | None = None, *, path_keys: set[st
     if not isinstance(value, str):
         return value
     value = _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
-    if key in path_keys and value.startswith("induce:"):   # induce:SRC|TGT (a lexicon from parallel text)
-        return "induce:" + "|".join(str((base / p).resolve()) if p.startswith(("./", "../")) else p
-                                    for p in value[len("induce:"):].split("|"))
+    if key in path_keys and value.startswith(INDUCE):   # induce:SRC|TGT (a lexicon from parallel text)
+        return INDUCE + "|".join(str((base / p).resolve()) if p.startswith(("./", "../")) else p
+                                 for p in value[len(INDUCE):].split("|"))
     if key in path_keys and value.startswith(("./", "../")):
         return str((base / value).resolve())
     return value

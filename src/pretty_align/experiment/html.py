@@ -336,7 +336,8 @@ def _plot_dynamic(res: dict[str, Any]) -> str:
     ax = fig.add_subplot()
     series: dict[str, list[tuple[float, float, str]]] = defaultdict(list)   # one line per helper and k
     for c in conds:
-        series[re.sub(r" tau=[\d.]+", "", c)].append((res["means"][c]["helper share %"], res["means"][c].get(col) or 0, c))
+        means = res["means"][c]
+        series[re.sub(r" tau=[\d.]+", "", c)].append((means["helper share %"], means.get(col) or 0, c))
     for name, pts in series.items():
         pts.sort()
         ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], marker="o", label=name, color=_color(res, pts[0][2]))

@@ -114,7 +114,8 @@ def _agreement(groups: dict[tuple[str, str], list[dict]], conditions: list[str],
             mine = [r for r in groups.get((cond, tgt), []) if r["example_id"] in sft]
             if mine:
                 pairs[tgt] = ([r["output"] for r in mine], [sft[r["example_id"]] for r in mine])
-        per = {tgt: agreement(h, s, get_language(tgt), max_positions=AGREEMENT_POSITIONS) for tgt, (h, s) in pairs.items()}
+        per = {tgt: agreement(h, s, get_language(tgt), max_positions=AGREEMENT_POSITIONS)
+               for tgt, (h, s) in pairs.items()}
         if per:
             total = sum(a["tokens"] for a in per.values())
             per["all"] = {k: round(sum(a[k] * a["tokens"] for a in per.values() if a[k] is not None) / total, 1)

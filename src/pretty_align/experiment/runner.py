@@ -163,11 +163,12 @@ class Runner:
                 label = pc.name or (pc.strategy if pc.strategy == "none" else f"{pc.strategy} k={k}")
                 if len(pc.k) > 1 and pc.name:
                     label = f"{pc.name} k={k}"
+                prior = self._prior(pc, k)
                 if not pc.corrupt:
-                    out.append(Condition(label, self.base, self._prior(pc, k)))
-                for p in pc.corrupt:
-                    prior = CorruptedPrior(self._prior(pc, k), p, seed=pc.corrupt_seed, pool=self._references)
-                    out.append(Condition(f"{label} corrupt={p:g}", self.base, prior))
+                    out.append(Condition(label, self.base, prior))
+                for p in pc.corrupt:   # one inner prior (its dictionaries, its model) for every p
+                    corrupted = CorruptedPrior(prior, p, seed=pc.corrupt_seed, pool=self._references)
+                    out.append(Condition(f"{label} corrupt={p:g}", self.base, corrupted))
         labels = [c.label for c in out]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:

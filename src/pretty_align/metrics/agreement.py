@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
+from functools import lru_cache
 from typing import Sequence
 
 from ..languages import Language
 from .bleu import bleu_tokenizer
 
 
-def tokens(text: str, tgt: Language) -> list[str]:
-    """``text`` split as sacrebleu's BLEU tokenizer for ``tgt`` splits it."""
+@lru_cache(maxsize=None)
+def _tokenizer(name: str):
     from sacrebleu.metrics.bleu import BLEU
 
-    return BLEU(tokenize=bleu_tokenizer(tgt)).tokenizer(text.strip()).split()
+    return BLEU(tokenize=name).tokenizer
+
+
+def tokens(text: str, tgt: Language) -> list[str]:
+    """``text`` split as sacrebleu's BLEU tokenizer for ``tgt`` splits it (made once per tokenizer)."""
+    return _tokenizer(bleu_tokenizer(tgt))(text.strip()).split()
 
 
 def aligned_positions(hyp: Sequence[str], ref: Sequence[str]) -> set[int]:

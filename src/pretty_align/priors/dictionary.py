@@ -155,7 +155,8 @@ def resolve_path(spec: DictionarySpec, src: Language, tgt: Language,
                  *, field: str = "priors.dictionary") -> Path:
     """The dictionary file for ``src -> tgt``: a mapping {FLORES code: path}, or a path pattern
     with ``{tgt_iso1}``, ``{src_iso1}``, ``{tgt}``, ``{src}``, ``{tgt_iso3}``, ``{src_iso3}``; a
-    path ``induce:SRC_FILE|TGT_FILE`` is a lexicon induced from that parallel text (``lexicon``). Errors name ``field``; a file that
+    path ``induce:SRC_FILE|TGT_FILE`` is a lexicon induced from that parallel text (``lexicon``).
+    Errors name ``field``; a file that
     does not exist is an error here, naming the resolved path."""
     if isinstance(spec, Mapping):
         for code in spec:

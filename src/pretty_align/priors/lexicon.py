@@ -53,8 +53,7 @@ def _links(path: Path) -> Iterable[list[tuple[int, int]]]:
 
 def lexicon_key(src_file: Path, tgt_file: Path, src: Language, tgt: Language, min_count: int,
                 min_share: float) -> str:
-    import eflomal   # noqa: F401  (its version is part of the key)
-    from importlib.metadata import version
+    from importlib.metadata import version   # eflomal's version is part of the key
 
     h = hashlib.sha256()
     for p in (src_file, tgt_file):
