@@ -190,3 +190,26 @@ def test_tokenizers_without_a_vocabulary_are_fingerprinted_by_what_they_encode()
     assert fp(CodePoints()) != fp(CodePoints(cjk_unknown=True))          # differs on CJK only
     assert fp(CodePoints()) != fp(Utf8Bytes())                           # differs beyond ASCII only
     assert CodePoints().encode("abc") == Utf8Bytes().encode("abc")
+
+
+def test_a_cache_directory_raced_for_by_two_writers_is_published_once_and_whole(tmp_path):
+    """Two processes converting the same GGUF: the loser keeps the winner's copy and leaves no
+    staging directory behind; a writer that fails leaves nothing and raises."""
+    from pretty_align.models import publish_dir
+
+    final = tmp_path / "cache" / "abc"
+
+    def loser(tmp: Path) -> None:
+        (tmp / "w.txt").write_text("ours")
+        publish_dir(final, lambda t: (t / "w.txt").write_text("theirs"))   # the other process wins meanwhile
+
+    assert publish_dir(final, loser) == final
+    assert (final / "w.txt").read_text() == "theirs"
+    assert [p.name for p in final.parent.iterdir()] == ["abc"]
+
+    def broken(tmp: Path) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish_dir(tmp_path / "cache" / "xyz", broken)
+    assert [p.name for p in final.parent.iterdir()] == ["abc"]

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from .errors import InputError, MissingDependencyError, PrettyAlignError
 
@@ -25,6 +26,27 @@ def cache_dir() -> Path:
     root = Path(os.environ.get("PRETTY_ALIGN_CACHE", Path.home() / ".cache" / "pretty_align"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def publish_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    """Build a cache directory once, safely when several processes race for it: ``write`` fills a
+    private staging directory beside ``final``, which is then renamed into place. Invariant: ``final``
+    is either absent or complete. When another process published first, its copy is kept (the
+    content is the same by construction: the name is a content hash) and ours is discarded."""
+    import shutil
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():   # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 from ..boundary import Tokenizer
 from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
-from ..models import ResolvedModel, cache_dir, dir_sha256, pin_hub_revision, resolve_model
+from ..models import ResolvedModel, cache_dir, dir_sha256, pin_hub_revision, publish_dir, resolve_model
 from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session, reusable_prefix
 
@@ -54,10 +54,12 @@ def _load(resolved: ResolvedModel, dtype: str):
             model.hf_quantizer = None
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
-            tmp = converted.with_name(converted.name + ".tmp")
-            tok.save_pretrained(tmp)
-            model.save_pretrained(tmp)
-            tmp.rename(converted)
+
+            def write(tmp: Path) -> None:
+                tok.save_pretrained(tmp)
+                model.save_pretrained(tmp)
+
+            publish_dir(converted, write)   # another process may be converting the same file
         where = str(converted)
     else:
         where = resolved.path
