@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from pretty_align.cli import app
-from pretty_align.reproduce import PAPER_PERCENT_OF_SFT, load_preset, paper_comparison
+from pretty_align.errors import InputError
+from pretty_align.reproduce import PAPER_PERCENT_OF_SFT, load_preset, paper_comparison, reproduce
 
 STAGE = """
 name = "{name}"
@@ -81,3 +83,76 @@ def test_shipped_presets_load_and_a_missing_one_is_named():
     assert quick.n == 5 and paper.n == 100 and len(quick.stages) == len(paper.stages) == 4
     result = CliRunner().invoke(app, ["reproduce", "--preset", "nonesuch"])
     assert result.exit_code == 2 and "no preset 'nonesuch'; presets: beyond, paper, quick" in " ".join(result.output.split())
+
+
+CROSSSUM = """
+name = "cs"
+[base]
+model = "fake:echo"
+backend = "fake"
+[reference]
+model = "fake:upper"
+backend = "fake"
+[task]
+name = "summarization"
+format = "crosssum"
+source = "eng_Latn"
+targets = ["vie_Latn", "ind_Latn"]
+data = ""
+[[priors]]
+strategy = "none"
+[[priors]]
+strategy = "gold"
+k = 2
+"""
+
+
+def crosssum_preset(tmp_path, shared_data):
+    preset = make_preset(tmp_path, shared_data)
+    (tmp_path / "cs.toml").write_text(CROSSSUM)
+    preset.write_text(preset.read_text().replace("n = 3\n", 'n = 3\ncrosssum = "cs.toml"\n'))
+    data = tmp_path / "crosssum"
+    data.mkdir()
+    for iso in ("vi", "id"):
+        rows = [{"text": f"Article {i} about the weather in {iso}. It rained.", "summary": f"{iso} summary {i}"}
+                for i in range(4)]
+        (data / f"en-{iso}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return preset, data
+
+
+def test_crosssum_given_by_the_user_adds_its_stage(tmp_path, shared_data):
+    preset, data = crosssum_preset(tmp_path, shared_data)
+    args = ["reproduce", "--preset", str(preset), "--sft", "fake:upper", "--no-progress",
+            "--crosssum", str(data / "{src_iso1}-{tgt_iso1}.jsonl")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stages = {s["name"]: s for s in json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())["stages"]}
+    assert stages["cs"]["produced"] == stages["cs"]["total"] == 3 * 2 * 3   # none, gold, SFT x 2 pairs x 3
+    report = json.loads((tmp_path / "results" / "tiny" / "cs" / "report.json").read_text())
+    assert "crosssum" in json.dumps(report)
+    again = CliRunner().invoke(app, args)   # resumes: nothing new
+    assert again.exit_code == 0
+    stages = {s["name"]: s for s in json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())["stages"]}
+    assert stages["cs"]["produced"] == 0 and stages["cs"]["total"] == 18
+
+
+def test_crosssum_files_are_checked_before_anything_runs(tmp_path, shared_data):
+    preset, data = crosssum_preset(tmp_path, shared_data)
+    (data / "en-id.jsonl").unlink()
+    args = ["reproduce", "--preset", str(preset), "--sft", "fake:upper", "--no-progress",
+            "--crosssum", str(data / "{src_iso1}-{tgt_iso1}.jsonl")]
+    result = CliRunner().invoke(app, args)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2 and "no data file for ind_Latn" in out
+    with pytest.raises(InputError, match="en-id.jsonl"):
+        reproduce(str(preset), sft="fake:upper", crosssum=str(data / "{src_iso1}-{tgt_iso1}.jsonl"), progress=False)
+    assert not (tmp_path / "runs" / "r.sqlite").exists()   # refused before any stage ran
+    fixed = CliRunner().invoke(app, args[:-1] + [str(data / "en-vi.jsonl")])
+    assert fixed.exit_code == 2 and "names no language" in " ".join(fixed.output.split())
+
+
+def test_crosssum_is_refused_for_a_preset_without_that_stage(tmp_path, shared_data):
+    preset = make_preset(tmp_path, shared_data)
+    result = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--sft", "fake:upper",
+                                      "--crosssum", "x/{tgt_iso1}.jsonl"])
+    assert result.exit_code == 2 and "no CrossSum stage" in " ".join(result.output.split())

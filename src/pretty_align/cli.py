@@ -114,13 +114,16 @@ def reproduce(preset: str = typer.Option("quick", "--preset", help="quick (minut
               base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the configs', gemma-3-270m)."),
               sft: Optional[str] = typer.Option(None, "--sft", help="The SFT counterpart: a LoRA adapter directory of the "
                                                 "base model or an instruct model (default: build it)."),
+              crosssum: Optional[str] = typer.Option(None, "--crosssum", help="Your CrossSum copy: a JSONL path "
+                                                     "pattern with {src_iso1}/{tgt_iso1} (or {src}/{tgt}); adds "
+                                                     "the preset's CrossSum stage."),
               progress: bool = typer.Option(True, help="Show progress bars.")) -> None:
     """The paper's evidence in one resumable command: SFT counterpart, translation, summarization,
     POS tagging and the decision-space analysis; reports and an index in results/<preset>/."""
     from .reproduce import reproduce as run_reproduce
 
     try:
-        repro = run_reproduce(preset, base=base, sft=sft, progress=progress,
+        repro = run_reproduce(preset, base=base, sft=sft, crosssum=crosssum, progress=progress,
                               log=lambda msg: console.print(msg, highlight=False))
     except (PrettyAlignError, KeyError) as e:
         _fail(e)

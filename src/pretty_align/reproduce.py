@@ -43,12 +43,23 @@ class PresetConfig(_Strict):
     n: int | None = Field(None, ge=1)               # examples per language in every stage (None: the configs')
     analysis_n: int | None = Field(None, ge=1)      # examples per language in the analysis (0 stages: none)
     analysis: bool = True
+    crosssum: str | None = None                     # a summarization stage run when --crosssum gives the data
     store: str                                      # the one store of every stage
     results: str                                    # where the reports and the index go
 
 
 class _PresetFile(_Strict):
     reproduce: PresetConfig
+
+
+def _is_preset(path: Path) -> bool:
+    """A preset file has a ``[reproduce]`` table (the stage configs beside it have none)."""
+    import tomllib
+
+    try:
+        return "reproduce" in tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError:
+        return False
 
 
 def load_preset(name_or_path: str) -> tuple[PresetConfig, Path]:
@@ -58,11 +69,12 @@ def load_preset(name_or_path: str) -> tuple[PresetConfig, Path]:
         here = Path.cwd() / "configs" / "presets" / f"{name_or_path}.toml"
         path = here if here.is_file() else PRESETS / f"{name_or_path}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.toml") if "reproduce" in p.read_text()))
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.toml") if _is_preset(p)))
         raise InputError(f"no preset '{name_or_path}'; presets: {known or 'none'}", field="--preset")
     preset = _validate(_PresetFile, composed(path, path_keys=set()), path).reproduce
     here = lambda p: str((path.parent / p).resolve())   # noqa: E731  (absolute paths stay as they are)
     return preset.model_copy(update={"sft": preset.sft and here(preset.sft), "stages": [here(s) for s in preset.stages],
+                                     "crosssum": preset.crosssum and here(preset.crosssum),
                                      "store": here(preset.store), "results": here(preset.results)}), path
 
 
@@ -84,10 +96,14 @@ class Reproduction:
     seconds: float = 0.0
 
 
-def _stage_config(path: Path, preset: PresetConfig, *, base: str | None, reference: dict[str, Any]) -> ExperimentConfig:
-    """A stage's experiment config with the preset's store, sizes and models applied."""
+def _stage_config(path: Path, preset: PresetConfig, *, base: str | None, reference: dict[str, Any],
+                  data: dict[str, str]) -> ExperimentConfig:
+    """A stage's experiment config with the preset's store, sizes and models applied (and, for the
+    stages named in ``data``, the task's data path)."""
     overrides: dict[str, Any] = {"store": str(Path(preset.store).resolve()),
                                  "report_dir": str(Path(preset.results).resolve() / path.stem)}
+    if str(path) in data:
+        overrides["task.data"] = data[str(path)]
     if preset.n is not None:
         overrides["task.n"] = preset.n
     if base:
@@ -144,9 +160,42 @@ def _shared_backends() -> Callable[..., Backend]:
     return factory
 
 
-def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> Reproduction:
-    """Run (or resume) every stage of a preset and write ``results/<preset>/``."""
+def _crosssum_stage(preset: PresetConfig, pattern: str) -> tuple[Path, dict[str, str]]:
+    """The preset's CrossSum stage and its data override, refused unless the preset has one."""
+    if preset.crosssum is None:
+        raise InputError("this preset has no CrossSum stage (its [reproduce] sets no 'crosssum')", field="--crosssum")
+    if "{" not in pattern:
+        raise InputError(f"'{pattern}' names no language: give a path pattern with {{tgt_iso1}} or {{tgt}} (and "
+                         "{src_iso1}/{src}), e.g. 'crosssum/{src_iso1}-{tgt_iso1}.jsonl'", field="--crosssum")
+    path = Path(preset.crosssum)
+    return path, {str(path): str(Path(pattern).expanduser().resolve())}
+
+
+def _check_data(cfg: ExperimentConfig) -> None:
+    """Every data file a summarization stage reads exists, before any model is built or loaded."""
+    from .languages import get_language
+    from .tasks.summarization import SAME
+
+    if cfg.task.name != "summarization" or not cfg.task.data:
+        return
+    src = None if (cfg.task.source or SAME) == SAME else get_language(cfg.task.source)
+    missing = []
+    for code in cfg.task.targets:
+        tgt = get_language(code)
+        s = src or tgt
+        path = Path(cfg.task.data.format(src=s.code, tgt=tgt.code, src_iso1=s.iso1, tgt_iso1=tgt.iso1))
+        if not path.is_file():
+            missing.append(f"{tgt.code}: {path}")
+    if missing:
+        raise InputError(f"stage '{cfg.name}': no data file for " + "; ".join(missing)
+                         + " (CrossSum: one JSONL file per language pair with 'text' and 'summary'; link or "
+                           "rename your copy to match the pattern)", field="task.data")
+
+
+def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = None, crosssum: str | None = None,
+              progress: bool = True, log: Callable[[str], None] = print) -> Reproduction:
+    """Run (or resume) every stage of a preset and write ``results/<preset>/``. ``crosssum``: a path
+    pattern of CrossSum JSONL pairs, which adds the preset's CrossSum stage."""
     from .analysis.report import write_analysis_report
     from .analysis.run import Analysis
     from .experiment.report import write_report
@@ -158,15 +207,20 @@ def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = No
     repro = Reproduction(path.stem, out)
     start = time.time()
     # Every stage config is read and validated before anything is built or loaded.
-    stage_paths = [Path(s) for s in preset.stages]
+    stage_paths, data = [Path(s) for s in preset.stages], {}
+    if crosssum:
+        path, data = _crosssum_stage(preset, crosssum)
+        stage_paths.append(path)
     placeholder = {"adapter": None} if sft else {}
-    configs = [_stage_config(p, preset, base=base, reference=placeholder) for p in stage_paths]
+    configs = [_stage_config(p, preset, base=base, reference=placeholder, data=data) for p in stage_paths]
+    for cfg0 in configs:
+        _check_data(cfg0)
     reference, sft_stage = _counterpart(preset, sft, base, progress, log)
     repro.stages.append(sft_stage)
     factory = _shared_backends()
     for stage_path, cfg0 in zip(stage_paths, configs):
         stage = Stage(cfg0.name)
-        cfg = _stage_config(stage_path, preset, base=base, reference=reference)
+        cfg = _stage_config(stage_path, preset, base=base, reference=reference, data=data)
         needs = [p.command for p in cfg.priors if p.strategy == "command"]
         if needs and shutil.which(str(needs[0]).split()[0]) is None:
             stage.note = f"skipped: {str(needs[0]).split()[0]} is not installed"
@@ -183,7 +237,7 @@ def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = No
     if preset.analysis:
         stage = Stage("analysis")
         t0 = time.time()
-        cfg = _stage_config(stage_paths[0], preset, base=base, reference=reference)
+        cfg = _stage_config(stage_paths[0], preset, base=base, reference=reference, data=data)
         cfg = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"n": preset.analysis_n})})
         log("analysis: decision space of the base and SFT models (resumable)")
         analysis = Analysis(cfg, backend_factory=factory)
