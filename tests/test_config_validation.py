@@ -115,3 +115,17 @@ def test_tasks_refuse_unknown_keywords():
 
     with pytest.raises(TypeError, match="treebank"):
         TranslationTask(texts=["a"], treebank="pud")
+
+
+def test_a_strategy_the_task_does_not_have_is_refused_before_any_work(tmp_path):
+    """``refined`` is a translation and a POS prior; a summarization config asking for it is refused
+    at load, naming the strategies summarization has (it used to fail after the models loaded)."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'name = "s"\nstore = "{tmp_path / "s.sqlite"}"\n[base]\nmodel = "fake:echo"\nbackend = "fake"\n'
+                   '[task]\nname = "summarization"\ntargets = ["vie_Latn"]\ndata = "x/{tgt_iso1}.jsonl"\n'
+                   '[[priors]]\nstrategy = "none"\n[[priors]]\nstrategy = "refined"\nk = 2\n')
+    result = CliRunner().invoke(app, ["run", str(cfg), "--no-progress"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "field 'priors.1.strategy'" in text, text
+    assert "'refined' is not a summarization prior" in text and "pseudo" in text
+    assert not (tmp_path / "s.sqlite").exists()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..decoding import LOOP_AFTER, LOOP_MIN_SPAN, Decoding
 from ..errors import InputError
@@ -51,6 +51,12 @@ def _registered(kind: str, name: str) -> str:
     if name not in names:
         raise ValueError(f"unknown {registry.kind} '{name}'; available: {', '.join(names)}")
     return name
+
+
+def _task_names() -> set[str]:
+    from ..tasks import TASKS
+
+    return set(TASKS.names())
 
 
 BackendName = Annotated[str, AfterValidator(lambda v: _registered("backend", v))]
@@ -186,6 +192,22 @@ class ExperimentConfig(_Strict):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     config_dir: str = "."
 
+    @model_validator(mode="after")
+    def _strategies_fit_the_task(self) -> "ExperimentConfig":
+        """Each prior strategy exists for this task (e.g. ``refined`` is a translation and a POS prior,
+        not a summarization one), so a config is refused before any model is loaded."""
+        from ..priors import PRIORS
+
+        task = self.task.name
+        for i, p in enumerate(self.priors):
+            if f"{task}-{p.strategy}" in PRIORS or p.strategy in PRIORS:
+                continue
+            own = sorted({n.split("-", 1)[1] for n in PRIORS.names() if n.startswith(f"{task}-")})
+            general = [n for n in PRIORS.names() if "-" not in n or n.split("-", 1)[0] not in _task_names()]
+            raise ValueError(f"priors.{i}.strategy: '{p.strategy}' is not a {task} prior; for {task}: "
+                             f"{', '.join(sorted(set(own) | set(general)))}")
+        return self
+
     @property
     def store_path(self) -> Path:
         return Path(self.store or Path(self.config_dir) / "runs" / f"{self.name}.sqlite")
@@ -246,7 +268,11 @@ def _validate(model: type[M], raw: dict[str, Any], path: Path) -> M:
         first = e.errors()[0]
         # union members add their type to the location ("command.constrained-str"): keep field names
         loc = ".".join(str(x) for x in first["loc"] if isinstance(x, int) or str(x).isidentifier())
-        raise InputError(f"{first['msg']} ({len(e.errors())} error(s) in all)", path=str(path), field=loc) from None
+        msg = first["msg"]
+        whole = re.match(r"Value error, ([\w.\[\]]+): (.*)", msg, re.DOTALL)
+        if not loc and whole:   # a check across fields names its field first ("priors[0].strategy: ...")
+            loc, msg = whole.groups()
+        raise InputError(f"{msg} ({len(e.errors())} error(s) in all)", path=str(path), field=loc) from None
 
 
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
