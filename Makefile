@@ -29,12 +29,17 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-# Apertium (Debian) is the real program behind the command prior's test; installed once, as root.
+# Apertium (Debian) is the real program behind the command prior's test, and Chromium renders the
+# HTML report's example browser in its tests; installed once, as root.
 tools:
 	@command -v apertium >/dev/null && test -d /usr/share/apertium/apertium-eng-spa || \
 	  { apt-get install -y -q apertium apertium-eng-spa >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q apertium apertium-eng-spa >/dev/null 2>&1; } || \
 	    echo "warning: could not install apertium (needs root and Debian's apt): its test fails under CI=true"; }
+	@command -v chromium >/dev/null || \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	    echo "warning: could not install chromium (needs root and Debian's apt): the report browser tests fail under CI=true"; }
 
 # The main job: the quick preset of `reproduce` (a small SFT counterpart, then base vs base + prior vs
 # SFT on translation, summarization and POS, and the decision-space analysis; ~15 min on 2 cores).

@@ -1,19 +1,23 @@
 """The self-contained HTML report: well formed, offline, plots embedded, every row in the example
-browser, priors marked, data escaped; compact signatures."""
+browser (rendered by headless Chromium), priors marked, data escaped; compact signatures."""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
+import shutil
+import subprocess
+import tempfile
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from pretty_align.experiment.config import load_config
-from pretty_align.experiment.html import compact_signature, write_html
+from pretty_align.experiment.html import compact_signature, unpack_examples, write_html
 from pretty_align.experiment.report import compute
 from pretty_align.experiment.runner import Runner
 
@@ -73,7 +77,7 @@ class Checker(HTMLParser):
     def handle_starttag(self, tag, attrs):
         self.counts[tag] = self.counts.get(tag, 0) + 1
         self.links += [v or "" for k, v in attrs if k in ("src", "href")]
-        self._in_blob = tag == "script" and ("type", "application/json") in attrs
+        self._in_blob = tag == "script" and ("id", "examples-data") in attrs
         if tag not in VOID:
             self.stack.append(tag)
 
@@ -103,8 +107,8 @@ def test_page_is_well_formed_offline_and_embeds_plots(run, tmp_path):
     res, rows = run
     page, text = parse(write_html(res, rows, tmp_path / "out" / "report.html"))
     assert page.errors == [] and page.stack == []          # every <script>, <table>, ... closed in order
-    assert page.counts["script"] == 2                       # the JSON blob and the filter code
-    assert page.counts["table"] >= 1 + 2 + 3 + len({(r["tgt"], r["example_id"]) for r in rows})
+    assert page.counts["script"] == 2                       # the examples and the code that renders them
+    assert page.counts["table"] >= 1 + 2 + 3
     assert not [u for u in page.links if re.match(r"\s*(https?:)?//", u)]
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|@import|url\(""", text)
     assert all(u.startswith(("#", "data:image/png;base64,")) for u in page.links)
@@ -121,23 +125,52 @@ def test_page_is_well_formed_offline_and_embeds_plots(run, tmp_path):
 def test_example_json_holds_every_row(run, tmp_path):
     res, rows = run
     page, _ = parse(write_html(res, rows, tmp_path / "report.html"))
-    data = json.loads(page.blob)
+    data = unpack_examples(page.blob)
     got = sorted((o["condition"], e["tgt"], e["id"], o["output"]) for e in data["examples"] for o in e["outputs"])
     assert got == sorted((r["condition"], r["tgt"], r["example_id"], r["output"]) for r in rows)
     assert len(data["examples"]) == len({(r["tgt"], r["example_id"]) for r in rows})
     assert data["conditions"] == res["conditions"]
+    again = write_html(res, rows, tmp_path / "again.html").read_bytes()
+    assert again == (tmp_path / "report.html").read_bytes()   # byte-for-byte reproducible (gzip mtime 0)
 
 
-def test_gold_prior_is_marked(run, tmp_path):
+def dom(path: Path, fragment: str = "") -> str:
+    """The page as headless Chromium leaves it after its scripts ran (the example cards are built
+    in the browser)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    require(exe is not None, "Chromium is not installed (make tools installs Debian's chromium)")
+    with tempfile.TemporaryDirectory() as profile:   # never the user's profile; nothing left behind
+        out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                              "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri() + fragment],
+                             capture_output=True, text=True, timeout=120)
+    assert 'data-examples="ready"' in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_the_browser_renders_every_card_and_marks_the_gold_prior(run, tmp_path):
     res, rows = run
-    _, text = parse(write_html(res, rows, tmp_path / "report.html"))
+    text = dom(write_html(res, rows, tmp_path / "report.html"))
+    assert text.count('<article class="card"') == len({(r["tgt"], r["example_id"]) for r in rows})
     gold = [r for r in rows if r["condition"] == "gold k=3" and r["prior_text"]]
     assert gold
     for r in gold:
         assert r["output"].startswith(r["prior_text"])
         rest = r["output"][len(r["prior_text"]):]
-        assert re.search(f"<mark[^>]*>{re.escape(escape(r['prior_text']))}</mark>{re.escape(escape(rest))}", text)
+        assert re.search(f"<mark[^>]*>{re.escape(escape(r['prior_text'], quote=False))}</mark>"
+                         f"{re.escape(escape(rest, quote=False))}", text)
     assert not re.search(r'data-cond="none"><th scope="row">none</th><td class="out"><mark', text)
+
+
+def test_the_address_filters_the_browser(run, tmp_path):
+    res, rows = run
+    text = dom(write_html(res, rows, tmp_path / "report.html"), "#lang=zho_Hans&cond=none")
+    per_lang = len({r["example_id"] for r in rows if r["tgt"] == "zho_Hans"})
+    total = len({(r["tgt"], r["example_id"]) for r in rows})
+    assert f"{per_lang} of {total} examples" in text
+    shown = re.findall(r'<article class="card" data-lang="(\w+)">', text)
+    assert set(shown) == {"zho_Hans"} and len(shown) == per_lang
+    assert text.count('<article class="card" data-lang="deu_Latn" hidden=""') == total - per_lang
+    assert 'data-cond="gold k=3" hidden=""' in text and 'data-cond="none" hidden=""' not in text
 
 
 def test_markup_in_data_is_escaped(run, tmp_path):
@@ -146,12 +179,15 @@ def test_markup_in_data_is_escaped(run, tmp_path):
     evil = "<script>alert(1)</script><!--<script>"
     rows[0]["output"] = rows[0]["prior_text"] + evil
     rows[1]["source"] = 'a "quoted" </textarea> & <b>bold</b>'
-    page, text = parse(write_html(res, rows, tmp_path / "report.html"))
+    path = write_html(res, rows, tmp_path / "report.html")
+    page, text = parse(path)
     assert page.errors == [] and page.stack == [] and page.counts["script"] == 2
-    assert "alert(1)" in text and "<script>alert" not in text and "<!--" not in text
-    assert escape(evil) in text and "<b>bold</b>" not in text
-    outputs = [o["output"] for e in json.loads(page.blob)["examples"] for o in e["outputs"]]
+    outputs = [o["output"] for e in unpack_examples(page.blob)["examples"] for o in e["outputs"]]
     assert rows[0]["output"] in outputs                   # the blob decodes back to the raw text
+    shown = dom(path)                                      # in the browser: text, never markup
+    assert escape(evil, quote=False) in shown and "<script>alert" not in shown
+    assert "<b>bold</b>" not in shown and escape(rows[1]["source"], quote=False) in shown
+    assert shown.count("<script") == 2
 
 
 def test_single_k_and_no_reference(run, tmp_path):

@@ -1,16 +1,19 @@
 """A self-contained HTML report of a run (``report.html``): header, result tables, plots, a
 per-example browser and the signatures, in one file that opens offline.
 
-Nothing on the page is fetched: CSS and JS are inline, plots are base64 PNGs, the examples are a
-JSON blob in the page. Every text that comes from data (sources, outputs, labels, signatures) goes
-through ``html.escape``, and the JSON blob escapes ``<``, ``>`` and ``&``, so an output holding
-``</script>`` cannot end the blob or run. Numbers are formatted by report.py's helpers, so the page
-shows exactly what report.md shows.
+Nothing on the page is fetched: CSS and JS are inline, plots are base64 PNGs. The examples are
+one copy of their JSON, gzip-compressed and base64-encoded (a run of thousands of outputs stays a
+few hundred kB), which the page unpacks (``DecompressionStream``) and renders as cards. Every text
+from data goes into the page escaped: the tables and signatures through ``html.escape``, the cards
+through the DOM's ``textContent`` (never ``innerHTML``), and base64 holds no ``<``, so an output
+holding ``</script>`` can neither end the blob nor run. Numbers are formatted by report.py's
+helpers, so the page shows exactly what report.md shows.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import re
@@ -404,7 +407,8 @@ def _examples(res: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str,
             "reference": r["reference"], "outputs": []})
         card["outputs"].append({"condition": r["condition"], "output": r["output"],
                                 "prior": r.get("prior_text") or "", "prior_ids": r.get("prior_ids") or [],
-                                "prior_fell_back": bool(r.get("prior_fell_back")), "provenance": r.get("provenance"),
+                                "prior_fell_back": bool(r.get("prior_fell_back")),
+                                "provenance": r.get("provenance") and json.loads(json.dumps(r["provenance"], sort_keys=True)),
                                 "detected_lang": r.get("detected_lang"), "stop_reason": r.get("stop_reason")})
     out = sorted(cards.values(), key=lambda e: (tgt_order.get(e["tgt"], len(tgt_order)), e["idx"], str(e["id"])))
     for e in out:
@@ -412,45 +416,15 @@ def _examples(res: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str,
     return out
 
 
-def _output_html(o: dict[str, Any]) -> str:
-    """The output, its prior prefix in <mark> (the prior's provenance as a tooltip)."""
-    text, prior = o["output"], o["prior"]
-    tip = escape(json.dumps(o["provenance"], ensure_ascii=False, sort_keys=True)) if o["provenance"] else "prior"
-    if not text:
-        body = "<span class=\"empty\">(empty)</span>"
-    elif prior and text.startswith(prior):
-        body = f"<mark title=\"{tip}\">{escape(prior)}</mark>{escape(text[len(prior):])}"
-    else:
-        body = escape(text)
-    if prior and not text.startswith(prior):   # a prior that is not the output's prefix: shown apart
-        body += f"<div class=\"small\">prior: <mark title=\"{tip}\">{escape(prior)}</mark></div>"
-    if o["prior_ids"] and not prior:   # e.g. a lone whitespace token that decodes to nothing
-        n = len(o["prior_ids"])
-        body += f"<div class=\"small\">prior: {n} token{'s' if n > 1 else ''}, no visible text</div>"
-    if o["prior_fell_back"]:
-        body += "<div class=\"small\">prior fell back</div>"
-    return body
+def pack_examples(data: Any) -> str:
+    """``data`` as the page carries it: JSON, gzip (mtime 0, so a report is byte-for-byte reproducible),
+    base64. ``unpack_examples`` is the inverse."""
+    raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
 
 
-def _card(e: dict[str, Any], iso1: str | None) -> str:
-    trs = []
-    for o in e["outputs"]:
-        lang = o["detected_lang"] or ""
-        off = " class=\"off\" title=\"not the target language\"" if iso1 and lang and lang != iso1 else ""
-        trs.append(f"<tr data-cond=\"{escape(o['condition'])}\"><th scope=\"row\">{escape(o['condition'])}</th>"
-                   f"<td class=\"out\">{_output_html(o)}</td><td{off}>{escape(lang)}</td>"
-                   f"<td>{escape(o['stop_reason'] or '')}</td></tr>")
-    return (f"<article class=\"card\" data-lang=\"{escape(e['tgt'])}\"><h4>{escape(str(e['id']))} → "
-            f"{escape(e['tgt'])}</h4><dl><dt>source</dt><dd>{escape(e['source'])}</dd><dt>reference</dt>"
-            f"<dd>{escape(e['reference'] or '')}</dd></dl><table class=\"outputs\"><thead><tr><th>condition</th>"
-            f"<th>output (prior marked)</th><th>lang</th><th>stop</th></tr></thead><tbody>{''.join(trs)}</tbody>"
-            "</table></article>")
-
-
-def _json_blob(obj: Any) -> str:
-    """JSON safe inside <script>: no "<", ">" or "&" can end the element or open a comment."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+def unpack_examples(text: str) -> Any:
+    return json.loads(gzip.decompress(base64.b64decode(text)).decode("utf-8"))
 
 
 def _iso1(res: dict[str, Any], tgt: str) -> str | None:
@@ -465,20 +439,22 @@ def _iso1(res: dict[str, Any], tgt: str) -> str | None:
 
 def _browser(res: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     examples = _examples(res, rows)
-    iso = {t: _iso1(res, t) for t in {e["tgt"] for e in examples}}
     opts = lambda xs: "".join(f"<option value=\"{escape(x)}\">{escape(x)}</option>" for x in xs)  # noqa: E731
     controls = (f"<div class=\"filters\"><label>language <select id=\"f-lang\"><option value=\"\">all</option>"
                 f"{opts(res['targets'])}</select></label> <label>condition <select id=\"f-cond\">"
                 f"<option value=\"\">all</option>{opts(res['conditions'])}</select></label> "
                 f"<label>search <input id=\"f-q\" type=\"search\" placeholder=\"text in source, reference or "
                 f"outputs\"></label> <span id=\"f-count\">{len(examples)} examples</span></div>")
-    data = {"conditions": res["conditions"], "targets": res["targets"], "examples": examples}
+    data = {"conditions": res["conditions"], "targets": res["targets"],
+            "iso1": {t: _iso1(res, t) for t in res["targets"]}, "examples": examples}
     return ("<section id=\"examples\"><h2>Examples</h2><p>Every output, grouped by example; the prior tokens "
             "are <mark>marked</mark> (hover for where they came from), a detected language other than the target "
             "is <span class=\"off\">red</span>. The filters can be set in the address: "
             "<code>#lang=zho_Hans&amp;cond=none&amp;q=word</code>.</p>"
-            + controls + "<div id=\"browser\">" + "".join(_card(e, iso[e["tgt"]]) for e in examples) + "</div>"
-            + f"<script type=\"application/json\" id=\"examples-data\">{_json_blob(data)}</script></section>")
+            + controls + "<div id=\"browser\"></div><noscript><p>The example browser needs JavaScript. Every "
+            "output is also in the run's store (<code>runs/&lt;name&gt;.sqlite</code>).</p></noscript>"
+            + f"<script type=\"application/octet-stream\" id=\"examples-data\" data-encoding=\"gzip+base64\">"
+            f"{pack_examples(data)}</script></section>")
 
 
 # -- signatures ----------------------------------------------------------------------------------------
@@ -544,11 +520,73 @@ ul.sigs li { margin: .25rem 0; } details pre { background: #f6f8fa; padding: .5r
 # Filters: language and condition selects and a text search; their state lives in the address
 # (#lang=..&cond=..&q=..) so that a filtered view can be linked to or dumped headless.
 JS = """
-(() => {
-  const data = JSON.parse(document.getElementById('examples-data').textContent);
-  const cards = Array.from(document.querySelectorAll('#browser .card'));
+(async () => {
+  const browser = document.getElementById('browser'), blob = document.getElementById('examples-data');
   const lang = document.getElementById('f-lang'), cond = document.getElementById('f-cond');
   const q = document.getElementById('f-q'), count = document.getElementById('f-count');
+  let data;
+  try {   // the examples: JSON, gzip, base64 (one copy; see html.py)
+    const bytes = Uint8Array.from(atob(blob.textContent.trim()), c => c.charCodeAt(0));
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+    data = JSON.parse(await new Response(stream).text());
+  } catch (err) {
+    browser.textContent = 'This browser cannot unpack the examples (it needs DecompressionStream: Chrome 80, '
+      + 'Firefox 113, Safari 16.4 or later): ' + err;
+    return;
+  }
+  // Cards are built with textContent only: no text from the data is ever parsed as HTML.
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const small = text => el('div', 'small', text);
+  function mark(text, provenance) {
+    const m = el('mark', '', text);
+    m.title = provenance ? JSON.stringify(provenance) : 'prior';
+    return m;
+  }
+  function outputCell(o) {
+    const td = el('td', 'out'), text = o.output, prior = o.prior;
+    if (!text) td.append(el('span', 'empty', '(empty)'));
+    else if (prior && text.startsWith(prior)) td.append(mark(prior, o.provenance), text.slice(prior.length));
+    else td.append(text);
+    if (prior && !text.startsWith(prior)) {   // a prior that is not the output's prefix: shown apart
+      const d = small('prior: '); d.append(mark(prior, o.provenance)); td.append(d);
+    }
+    if (o.prior_ids.length && !prior) {   // e.g. a lone whitespace token that decodes to nothing
+      const n = o.prior_ids.length;
+      td.append(small('prior: ' + n + ' token' + (n > 1 ? 's' : '') + ', no visible text'));
+    }
+    if (o.prior_fell_back) td.append(small('prior fell back'));
+    return td;
+  }
+  function card(e) {
+    const art = el('article', 'card'), iso = data.iso1[e.tgt];
+    art.dataset.lang = e.tgt;
+    art.append(el('h4', '', e.id + ' \u2192 ' + e.tgt));
+    const dl = el('dl');
+    dl.append(el('dt', '', 'source'), el('dd', '', e.source), el('dt', '', 'reference'), el('dd', '', e.reference || ''));
+    const table = el('table', 'outputs'), head = el('tr'), body = el('tbody');
+    ['condition', 'output (prior marked)', 'lang', 'stop'].forEach(h => head.append(el('th', '', h)));
+    table.append(el('thead'), body);
+    table.tHead.append(head);
+    e.outputs.forEach(o => {
+      const tr = el('tr'), th = el('th', '', o.condition), lg = el('td', '', o.detected_lang || '');
+      tr.dataset.cond = o.condition;
+      th.scope = 'row';
+      if (iso && o.detected_lang && o.detected_lang !== iso) { lg.className = 'off'; lg.title = 'not the target language'; }
+      tr.append(th, outputCell(o), lg, el('td', '', o.stop_reason || ''));
+      body.append(tr);
+    });
+    art.append(dl, table);
+    return art;
+  }
+  const cards = data.examples.map(card);
+  const all = document.createDocumentFragment();
+  cards.forEach(c => all.append(c));
+  browser.append(all);
   const hay = data.examples.map(e => [e.id, e.source, e.reference || '', ...e.outputs.map(o => o.output)]
     .join('\\n').toLowerCase());
   function apply(updateHash) {
@@ -573,9 +611,11 @@ JS = """
     apply(false);
     document.getElementById('examples').scrollIntoView();   // a link to a filtered view opens on it
   }
-  [lang, cond].forEach(el => el.addEventListener('change', () => apply(true)));
+  [lang, cond].forEach(e => e.addEventListener('change', () => apply(true)));
   q.addEventListener('input', () => apply(true));
   window.addEventListener('hashchange', fromHash);
   fromHash();
+  apply(false);
+  document.body.dataset.examples = 'ready';   // for headless checks: the cards are in the page
 })();
 """
