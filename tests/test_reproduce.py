@@ -156,3 +156,34 @@ def test_crosssum_is_refused_for_a_preset_without_that_stage(tmp_path, shared_da
     result = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--sft", "fake:upper",
                                       "--crosssum", "x/{tgt_iso1}.jsonl"])
     assert result.exit_code == 2 and "no CrossSum stage" in " ".join(result.output.split())
+
+
+def test_report_only_rewrites_results_from_the_store_and_keeps_the_run_times(tmp_path, shared_data):
+    preset = make_preset(tmp_path, shared_data)
+    args = ["reproduce", "--preset", str(preset), "--sft", "fake:upper", "--no-progress"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    out = tmp_path / "results" / "tiny"
+    ran = json.loads((out / "results.json").read_text())
+    report = (out / "mt" / "report.md").read_text()
+    (out / "mt" / "report.md").unlink()
+    (out / "mt2" / "report.html").write_text("stale")
+    store = tmp_path / "runs" / "r.sqlite"
+    before = store.stat().st_mtime_ns
+    result = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert (out / "mt" / "report.md").read_text() == report            # the same numbers, from the store
+    assert "examples-data" in (out / "mt2" / "report.html").read_text()
+    again = json.loads((out / "results.json").read_text())
+    assert [(s["name"], s["seconds"], s["produced"]) for s in again["stages"]] == \
+        [(s["name"], s["seconds"], s["produced"]) for s in ran["stages"]]
+    assert again["reports"]["mt"]["means"] == ran["reports"]["mt"]["means"]
+    assert "--report-only" in (out / "README.md").read_text()
+    assert store.stat().st_mtime_ns == before                          # nothing was run or written to it
+    refused = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--report-only", "--sft", "x"])
+    assert refused.exit_code == 2 and "runs nothing" in " ".join(refused.output.split())
+
+
+def test_report_only_without_a_store_says_so(tmp_path, shared_data):
+    preset = make_preset(tmp_path, shared_data)
+    result = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--report-only"])
+    assert result.exit_code == 2 and "run the preset first" in " ".join(result.output.split())

@@ -117,14 +117,22 @@ def reproduce(preset: str = typer.Option("quick", "--preset", help="quick (minut
               crosssum: Optional[str] = typer.Option(None, "--crosssum", help="Your CrossSum copy: a JSONL path "
                                                      "pattern with {src_iso1}/{tgt_iso1} (or {src}/{tgt}); adds "
                                                      "the preset's CrossSum stage."),
+              report_only: bool = typer.Option(False, "--report-only", help="Only rewrite results/<preset>/ from "
+                                               "the store with the current report code: no model, no run."),
               progress: bool = typer.Option(True, help="Show progress bars.")) -> None:
     """The paper's evidence in one resumable command: SFT counterpart, translation, summarization,
     POS tagging and the decision-space analysis; reports and an index in results/<preset>/."""
+    from .reproduce import rerender
     from .reproduce import reproduce as run_reproduce
 
+    log = lambda msg: console.print(msg, highlight=False)   # noqa: E731
     try:
-        repro = run_reproduce(preset, base=base, sft=sft, crosssum=crosssum, progress=progress,
-                              log=lambda msg: console.print(msg, highlight=False))
+        if report_only:
+            if base or sft:
+                raise InputError("--report-only runs nothing: --base and --sft do not apply", field="--report-only")
+            repro = rerender(preset, crosssum=crosssum, log=log)
+        else:
+            repro = run_reproduce(preset, base=base, sft=sft, crosssum=crosssum, progress=progress, log=log)
     except (PrettyAlignError, KeyError) as e:
         _fail(e)
     from rich.table import Table

@@ -192,6 +192,59 @@ def _check_data(cfg: ExperimentConfig) -> None:
                            "rename your copy to match the pattern)", field="task.data")
 
 
+def _timings(results: Path) -> dict[str, dict[str, Any]]:
+    """The stages of the last run's index (``results.json``) by name: what a re-render keeps."""
+    try:
+        index = json.loads((results / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {s["name"]: s for s in index.get("stages", [])}
+
+
+def rerender(preset_name: str, *, crosssum: str | None = None, log: Callable[[str], None] = print) -> Reproduction:
+    """Rewrite ``results/<preset>/`` from the store alone: every stage's report and the index, with
+    the current report code, loading no model and running nothing. The stage times are the ones the
+    last run recorded (an index that ran nothing would otherwise say 0 s)."""
+    from .analysis.report import write_analysis_report
+    from .experiment.report import write_report
+    from .experiment.store import Store
+
+    preset, path = load_preset(preset_name)
+    if not Path(preset.store).is_file():
+        raise InputError(f"no store at {preset.store}: run the preset first", field="--report-only")
+    repro = Reproduction(path.stem, Path(preset.results))
+    before = _timings(repro.results)
+    store = Store(Path(preset.store))
+    stage_paths, data = [Path(x) for x in preset.stages], {}
+    if crosssum:
+        p, data = _crosssum_stage(preset, crosssum)
+        stage_paths.append(p)
+    configs = [_stage_config(p, preset, base=None, reference={}, data=data) for p in stage_paths]
+    names = ["sft"] + [c.name for c in configs] + (["analysis"] if preset.analysis else [])
+    runs = set(store.runs())
+    for name, cfg in zip(names, [None, *configs, configs[0] if preset.analysis else None]):
+        old = before.get(name, {})
+        stage = Stage(name, float(old.get("seconds", 0.0)), int(old.get("produced", 0)), int(old.get("total", 0)),
+                      old.get("note", ""))
+        if name == "analysis" and cfg is not None:
+            if not store.analysis_positions(cfg.name):
+                log("analysis: not in the store, left out")
+                continue
+            a = cfg.analysis
+            _, stage.report = write_analysis_report(store, cfg.name, repro.results / "analysis", priors=a.priors,
+                                                    top_k=a.top_k, max_positions=a.max_positions)
+        elif cfg is not None:
+            if cfg.name not in runs:
+                log(f"{name}: not in the store, left out")
+                continue
+            _, stage.report = write_report(store, cfg.name, cfg.report_path)
+        repro.stages.append(stage)
+        log(f"{name}: re-rendered")
+    repro.seconds = sum(x.seconds for x in repro.stages)
+    write_index(repro, preset_name, rendered_only=True)
+    return repro
+
+
 def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = None, crosssum: str | None = None,
               progress: bool = True, log: Callable[[str], None] = print) -> Reproduction:
     """Run (or resume) every stage of a preset and write ``results/<preset>/``. ``crosssum``: a path
@@ -288,13 +341,19 @@ def _agreement(rows: list[dict[str, Any]]) -> str:
     return "Ours vs the paper: " + "; ".join(parts) + "."
 
 
-def write_index(repro: Reproduction, preset_name: str) -> Path:
-    """``results/<preset>/README.md`` and ``results.json``: stage times, the paper's tables beside ours."""
+def write_index(repro: Reproduction, preset_name: str, *, rendered_only: bool = False) -> Path:
+    """``results/<preset>/README.md`` and ``results.json``: stage times, the paper's tables beside ours.
+    ``rendered_only``: a re-render (``--report-only``), whose stage times are the last run's."""
     from .experiment.report import _fmt, _ratio_cell, _table
     from .experiment.signature import code_revision
 
+    made = sorted({str(r["revision"]) for s in repro.stages for r in ((s.report.get("code") or {}).get("rows") or [])})
+    how = (f"Rendered by code revision `{code_revision()}` from the store, without running anything "
+           f"(`--report-only`); the stage times are those of the run that produced the rows"
+           if rendered_only else f"Code revision `{code_revision()}`")
     lines = [f"# pretty-align reproduce --preset {preset_name}", "",
-             f"Code revision `{code_revision()}`; regenerate with `pretty-align reproduce --preset {preset_name}`.",
+             f"{how}; regenerate with `pretty-align reproduce --preset {preset_name}`."
+             + (f" Rows made by: {', '.join(f'`{m}`' for m in made)}." if made else ""),
              "Each stage's full report (tables with confidence intervals, plots, the example browser, "
              "signatures) is `<stage>/report.html`.", ""]
     index: dict[str, Any] = {"preset": preset_name, "code_revision": code_revision(),
