@@ -134,6 +134,9 @@ def reply(h: BaseHTTPRequestHandler, status: int, body: bytes | dict, headers: d
     h.wfile.write(data)
 
 
+STATS_LOCK = threading.Lock()
+
+
 class Proxy(Local):
     """In front of the real server. ``plan`` says what to do with the next POST /completions
     requests, in order: an HTTP status (429 with ``Retry-After: retry_after``), "close" (drop the
@@ -144,8 +147,16 @@ class Proxy(Local):
         self.upstream, self.plan, self.log = upstream, [], []
         self.sleep, self.retry_after = 2.0, "1"
         self.stats = stats if stats is not None else {"now": 0, "max": 0}
-        self.lock = threading.Lock()
+        self.lock = STATS_LOCK   # proxies that share ``stats`` must share its lock
         super().__init__(self._handle)
+
+    def _left(self, done: list) -> None:
+        """The request stops counting as in flight, once: before its answer is written, since the
+        client may send its next request as soon as it has read this one."""
+        if not done:
+            done.append(True)
+            with self.lock:
+                self.stats["now"] -= 1
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
         action: Any = "ok"
@@ -155,6 +166,7 @@ class Proxy(Local):
                 self.log.append((time.monotonic(), action))
             self.stats["now"] += 1
             self.stats["max"] = max(self.stats["max"], self.stats["now"])
+        left: list = []
         try:
             if action == "close":
                 h.close_connection = True
@@ -172,12 +184,13 @@ class Proxy(Local):
                                              headers={"Content-Type": "application/json"})
                 try:
                     with urllib.request.urlopen(req, timeout=120) as r:
-                        reply(h, r.status, r.read())
+                        status, data = r.status, r.read()
                 except urllib.error.HTTPError as e:
-                    reply(h, e.code, e.read())
+                    status, data = e.code, e.read()
+                self._left(left)
+                reply(h, status, data)
         finally:
-            with self.lock:
-                self.stats["now"] -= 1
+            self._left(left)
 
 
 @pytest.fixture
