@@ -22,7 +22,7 @@ class InputError(PrettyAlignError, ValueError):
             where.append(f"field '{field}'")
         prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + message)
-        self.path, self.line, self.field = path, line, field
+        self.message, self.path, self.line, self.field = message, path, line, field
 
 
 class UnknownLanguageError(InputError):

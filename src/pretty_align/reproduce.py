@@ -160,6 +160,16 @@ def _shared_backends() -> Callable[..., Backend]:
     return factory
 
 
+def _stage_paths(preset: PresetConfig, crosssum: str | None) -> tuple[list[Path], dict[str, str]]:
+    """The preset's stage configs (its CrossSum stage too when ``crosssum`` gives the data) and the
+    data overrides by stage path."""
+    paths = [Path(s) for s in preset.stages]
+    if not crosssum:
+        return paths, {}
+    path, data = _crosssum_stage(preset, crosssum)
+    return [*paths, path], data
+
+
 def _crosssum_stage(preset: PresetConfig, pattern: str) -> tuple[Path, dict[str, str]]:
     """The preset's CrossSum stage and its data override, refused unless the preset has one."""
     if preset.crosssum is None:
@@ -172,24 +182,14 @@ def _crosssum_stage(preset: PresetConfig, pattern: str) -> tuple[Path, dict[str,
 
 
 def _check_data(cfg: ExperimentConfig) -> None:
-    """Every data file a summarization stage reads exists, before any model is built or loaded."""
+    """Every data file the stage reads exists, before any model is built or loaded."""
+    from .experiment.runner import build_task
     from .languages import get_language
-    from .tasks.summarization import SAME
 
-    if cfg.task.name != "summarization" or not cfg.task.data:
-        return
-    src = None if (cfg.task.source or SAME) == SAME else get_language(cfg.task.source)
-    missing = []
-    for code in cfg.task.targets:
-        tgt = get_language(code)
-        s = src or tgt
-        path = Path(cfg.task.data.format(src=s.code, tgt=tgt.code, src_iso1=s.iso1, tgt_iso1=tgt.iso1))
-        if not path.is_file():
-            missing.append(f"{tgt.code}: {path}")
-    if missing:
-        raise InputError(f"stage '{cfg.name}': no data file for " + "; ".join(missing)
-                         + " (CrossSum: one JSONL file per language pair with 'text' and 'summary'; link or "
-                           "rename your copy to match the pattern)", field="task.data")
+    try:
+        build_task(cfg).check_data([get_language(t) for t in cfg.task.targets])
+    except InputError as e:
+        raise InputError(f"stage '{cfg.name}': {e.message}", field=e.field) from None
 
 
 def _timings(results: Path) -> dict[str, dict[str, Any]]:
@@ -214,32 +214,29 @@ def rerender(preset_name: str, *, crosssum: str | None = None, log: Callable[[st
         raise InputError(f"no store at {preset.store}: run the preset first", field="--report-only")
     repro = Reproduction(path.stem, Path(preset.results))
     before = _timings(repro.results)
-    store = Store(Path(preset.store))
-    stage_paths, data = [Path(x) for x in preset.stages], {}
-    if crosssum:
-        p, data = _crosssum_stage(preset, crosssum)
-        stage_paths.append(p)
-    configs = [_stage_config(p, preset, base=None, reference={}, data=data) for p in stage_paths]
-    names = ["sft"] + [c.name for c in configs] + (["analysis"] if preset.analysis else [])
-    runs = set(store.runs())
-    for name, cfg in zip(names, [None, *configs, configs[0] if preset.analysis else None]):
+
+    def kept(name: str) -> Stage:   # the stage as the last run recorded it
         old = before.get(name, {})
-        stage = Stage(name, float(old.get("seconds", 0.0)), int(old.get("produced", 0)), int(old.get("total", 0)),
-                      old.get("note", ""))
-        if name == "analysis" and cfg is not None:
-            if not store.analysis_positions(cfg.name):
-                log("analysis: not in the store, left out")
-                continue
-            a = cfg.analysis
-            _, stage.report = write_analysis_report(store, cfg.name, repro.results / "analysis", priors=a.priors,
-                                                    top_k=a.top_k, max_positions=a.max_positions)
-        elif cfg is not None:
-            if cfg.name not in runs:
-                log(f"{name}: not in the store, left out")
-                continue
-            _, stage.report = write_report(store, cfg.name, cfg.report_path)
+        return Stage(name, **{k: old[k] for k in ("seconds", "produced", "total", "note") if k in old})
+
+    store = Store(Path(preset.store))
+    stage_paths, data = _stage_paths(preset, crosssum)
+    configs = [_stage_config(p, preset, base=None, reference={}, data=data) for p in stage_paths]
+    repro.stages.append(kept("sft"))
+    runs = set(store.runs())
+    for cfg in configs:
+        if cfg.name not in runs:
+            log(f"{cfg.name}: not in the store, left out")
+            continue
+        stage = kept(cfg.name)
+        _, stage.report = write_report(store, cfg.name, cfg.report_path)
         repro.stages.append(stage)
-        log(f"{name}: re-rendered")
+    if preset.analysis and store.analysis_positions(configs[0].name):
+        stage, a = kept("analysis"), configs[0].analysis
+        _, stage.report = write_analysis_report(store, configs[0].name, repro.results / "analysis", priors=a.priors,
+                                                top_k=a.top_k, max_positions=a.max_positions)
+        repro.stages.append(stage)
+    log(f"re-rendered {', '.join(s.name for s in repro.stages[1:])} into {repro.results}")
     repro.seconds = sum(x.seconds for x in repro.stages)
     write_index(repro, preset_name, rendered_only=True)
     return repro
@@ -260,10 +257,7 @@ def reproduce(preset_name: str, *, base: str | None = None, sft: str | None = No
     repro = Reproduction(path.stem, out)
     start = time.time()
     # Every stage config is read and validated before anything is built or loaded.
-    stage_paths, data = [Path(s) for s in preset.stages], {}
-    if crosssum:
-        path, data = _crosssum_stage(preset, crosssum)
-        stage_paths.append(path)
+    stage_paths, data = _stage_paths(preset, crosssum)
     placeholder = {"adapter": None} if sft else {}
     configs = [_stage_config(p, preset, base=base, reference=placeholder, data=data) for p in stage_paths]
     for cfg0 in configs:

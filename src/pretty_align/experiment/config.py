@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..decoding import LOOP_AFTER, LOOP_MIN_SPAN, Decoding
 from ..errors import InputError
@@ -51,12 +52,6 @@ def _registered(kind: str, name: str) -> str:
     if name not in names:
         raise ValueError(f"unknown {registry.kind} '{name}'; available: {', '.join(names)}")
     return name
-
-
-def _task_names() -> set[str]:
-    from ..tasks import TASKS
-
-    return set(TASKS.names())
 
 
 BackendName = Annotated[str, AfterValidator(lambda v: _registered("backend", v))]
@@ -196,16 +191,16 @@ class ExperimentConfig(_Strict):
     def _strategies_fit_the_task(self) -> "ExperimentConfig":
         """Each prior strategy exists for this task (e.g. ``refined`` is a translation and a POS prior,
         not a summarization one), so a config is refused before any model is loaded."""
-        from ..priors import PRIORS
+        from ..priors import PRIORS, strategy_for
+        from ..tasks import TASKS
 
         task = self.task.name
         for i, p in enumerate(self.priors):
-            if f"{task}-{p.strategy}" in PRIORS or p.strategy in PRIORS:
-                continue
-            own = sorted({n.split("-", 1)[1] for n in PRIORS.names() if n.startswith(f"{task}-")})
-            general = [n for n in PRIORS.names() if "-" not in n or n.split("-", 1)[0] not in _task_names()]
-            raise ValueError(f"priors.{i}.strategy: '{p.strategy}' is not a {task} prior; for {task}: "
-                             f"{', '.join(sorted(set(own) | set(general)))}")
+            if strategy_for(task, p.strategy) is None:
+                others = set(TASKS.names()) - {task}   # another task's own priors are not offered
+                offered = sorted({n.removeprefix(f"{task}-") for n in PRIORS.names() if n.split("-", 1)[0] not in others})
+                raise ValueError(f"priors.{i}.strategy: '{p.strategy}' is not a {task} prior; for {task}: "
+                                 f"{', '.join(offered)}")
         return self
 
     @property

@@ -19,7 +19,7 @@ from ..backends import Backend, load_backend
 from ..errors import CapabilityError, InputError
 from ..languages import Language, get_language
 from ..metrics.offtarget import detect
-from ..priors import PRIORS, Prior, PriorItem, make_prior
+from ..priors import PRIORS, Prior, PriorItem, make_prior, strategy_for
 from ..priors.corrupt import CorruptedPrior
 from ..progress import progress_bar
 from ..registry import keyword_params, unknown_keywords
@@ -105,6 +105,7 @@ class Runner:
         self.decoding = cfg.decoding.build()
         self.targets = [get_language(code, field="task.targets") for code in cfg.task.targets]
         # Read and validate all data before loading any model: bad input fails in seconds.
+        self.task.check_data(self.targets)   # every missing file at once, not the first one read
         self.examples = {tgt.code: list(self.task.examples(tgt)) for tgt in self.targets}
         self.store = Store(cfg.store_path, synchronous=cfg.store_synchronous)
         self._factory = backend_factory
@@ -126,10 +127,9 @@ class Runner:
         for name in ("dictionary", "stopwords", "command"):
             if getattr(pc, name) is not None:
                 params[name] = getattr(pc, name)
-        strategy = pc.strategy
-        task_specific = f"{self.task.registry_name}-{pc.strategy}"   # e.g. pos-pseudo: a tag lexicon
-        if task_specific in PRIORS:
-            strategy, params["task"] = task_specific, self.task
+        strategy = strategy_for(self.task.registry_name, pc.strategy) or pc.strategy   # config validated it
+        if strategy != pc.strategy:   # a task's own version (pos-pseudo) is built from the task
+            params["task"] = self.task
         cls = PRIORS.get(strategy)
         if cls.needs_step_hook and not self.base.backend.capabilities.step_hook:
             raise CapabilityError(f"the '{pc.strategy}' prior steers the base model's own decoding, and backend "

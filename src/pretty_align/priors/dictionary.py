@@ -156,8 +156,7 @@ def resolve_path(spec: DictionarySpec, src: Language, tgt: Language,
     """The dictionary file for ``src -> tgt``: a mapping {FLORES code: path}, or a path pattern
     with ``{tgt_iso1}``, ``{src_iso1}``, ``{tgt}``, ``{src}``, ``{tgt_iso3}``, ``{src_iso3}``; a
     path ``induce:SRC_FILE|TGT_FILE`` is a lexicon induced from that parallel text (``lexicon``).
-    Errors name ``field``; a file that
-    does not exist is an error here, naming the resolved path."""
+    Errors name ``field``; a file that does not exist is an error here, naming the resolved path."""
     if isinstance(spec, Mapping):
         for code in spec:
             get_language(code, field=field)  # a typo in a key is reported as such, not as "missing"

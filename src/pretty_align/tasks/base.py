@@ -64,6 +64,10 @@ class Task(ABC):
         """The prompt text for ``example`` (``source`` overrides it, e.g. after truncation).
         Plain text ending where the answer starts, without the answer separator."""
 
+    def check_data(self, targets: list[Language]) -> None:
+        """Raise InputError naming every data file missing for ``targets``, before any model is
+        loaded. Tasks whose data is checked when they are built need nothing here."""
+
     def clean_answer(self, text: str, example: Example) -> str:
         """Post-process a model answer (e.g. drop an echoed "German:" label)."""
         return text.strip()

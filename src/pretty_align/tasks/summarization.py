@@ -99,9 +99,19 @@ class SummarizationTask(Task):
     def source_language(self, tgt: Language) -> Language:
         return self.fixed_src or tgt
 
-    def examples(self, tgt: Language) -> Iterator[Example]:
+    def data_path(self, tgt: Language) -> Path:
         src = self.source_language(tgt)
-        path = Path(self.data.format(src=src.code, tgt=tgt.code, src_iso1=src.iso1, tgt_iso1=tgt.iso1))  # type: ignore[union-attr]
+        return Path(self.data.format(src=src.code, tgt=tgt.code, src_iso1=src.iso1, tgt_iso1=tgt.iso1))
+
+    def check_data(self, targets: list[Language]) -> None:
+        missing = [f"{t.code}: {self.data_path(t)}" for t in targets if not self.data_path(t).is_file()]
+        if missing:
+            hint = (" (CrossSum: one JSONL file per language pair with 'text' and 'summary'; link or rename your "
+                    "copy to match the pattern)") if self.format == "crosssum" else ""
+            raise InputError("no data file for " + "; ".join(missing) + hint, field="task.data")
+
+    def examples(self, tgt: Language) -> Iterator[Example]:
+        src, path = self.source_language(tgt), self.data_path(tgt)
         rows = read_jsonl(path, self.format)
         stop = len(rows) if self.n is None else min(len(rows), self.offset + self.n)
         for ident, article, summary, meta in rows[self.offset:stop]:
