@@ -222,3 +222,30 @@ def test_prefix_reuse_is_recorded_in_low_precision_signatures(tiny_model_dir):
     assert load_backend("hf", str(tiny_model_dir), dtype="bfloat16").signature()["prefix_reuse"] is True
     assert "prefix_reuse" not in load_backend("hf", str(tiny_model_dir), dtype="bfloat16",
                                               prefix_reuse=False).signature()
+
+
+def test_the_output_layer_input_folds_into_one_matmul_when_weights_need_no_grad(tiny_backend):
+    """A merged LoRA adapter leaves every weight with requires_grad=False. torch.matmul then folds
+    the last-position slice (batch stride = the whole sequence) into one mm only if its strides are
+    canonical; otherwise it broadcasts the 262k-row output weight into a bmm and copies it (1.2 s per
+    row on gemma-3). The backend hands the output layer a canonical copy of the slice."""
+    model = tiny_backend.model
+    seen = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda _m, args: seen.append((tuple(args[0].shape), args[0].stride())))
+    grads = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        tok = tiny_backend.tokenizer
+        ids = encode_prompt(tok, "English: The cat sits on the mat.\nGerman:").ids
+        session = tiny_backend.session()
+        session.logits(ids)
+        session.logits([*ids, *ids[:3]])   # a helper catching up three tokens at once
+        tiny_backend.generate(requests(tok)[:3], replace(NO_STOP, batch_size=3, max_new_tokens=2))
+    finally:
+        hook.remove()
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
+    multi = [(shape, stride) for shape, stride in seen if stride[0] != shape[1] * shape[2]]
+    assert len(seen) >= 4 and not multi, f"output layer inputs that matmul cannot fold: {multi}"
