@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -213,3 +214,15 @@ def test_tokens_stream_one_step_at_a_time_and_a_disconnect_frees_the_row(tmp_pat
         assert reason == "eos" and n_new < 200
     finally:
         server.close()
+
+
+def test_an_over_long_prompt_is_refused_without_being_cut_logged_or_cached(fake_server, client, caplog):
+    """A server refuses a prompt over max_prompt_tokens (400); it must not first truncate it as a run
+    would, warn about a cut that never happens, or keep the refused prompt."""
+    worker = fake_server[1].state.worker
+    cached = len(worker.base._prompts)
+    with caplog.at_level(logging.WARNING), pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="fake+none", messages=[{"role": "user", "content": "word " * 200}])
+    assert e.value.code == "context_length_exceeded"
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert worker.base.truncated_count == 0 and len(worker.base._prompts) == cached

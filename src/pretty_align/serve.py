@@ -46,6 +46,7 @@ from .backends import Backend, load_backend
 from .boundary import Prompt, answer_ids, render_output
 from .errors import InputError, MissingDependencyError
 from .experiment.config import ExperimentConfig, _Strict, _validate, composed
+from .experiment.answerer import PromptTooLong
 from .experiment.runner import Condition, Runner
 from .languages import get_language
 from .priors import PriorItem
@@ -412,11 +413,11 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
                            param="max_tokens")
         tgt = get_language(code)
         example = Example(f"req-{uuid.uuid4().hex}", text, None, runner.task.source_language(tgt), tgt)
-        prompt, _, truncated = worker.base.prompt(example)   # cached for the worker, which forgets it
-        if truncated:
-            worker.base.forget(example)
+        try:   # cached for the worker, which forgets it; an over-long prompt is refused, never cut
+            prompt, _, _ = worker.base.prompt(example, truncate=False)
+        except PromptTooLong:
             raise ApiError(400, f"the prompt is over the server's limit of {settings.max_prompt_tokens} tokens",
-                           param="prompt", code="context_length_exceeded")
+                           param="prompt", code="context_length_exceeded") from None
         loop = asyncio.get_running_loop()
         return Job(cond, example, prompt, cap, loop, loop.create_future(), own_prior,
                    asyncio.Queue() if stream else None)

@@ -25,6 +25,10 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 
+class PromptTooLong(InputError):
+    """A prompt over ``max_prompt_tokens`` where the caller asked not to truncate it."""
+
+
 @dataclass
 class Answer:
     text: str                     # cleaned output (prior + continuation), what gets scored
@@ -67,11 +71,13 @@ class Answerer:
         return sig
 
     # -- prompts ------------------------------------------------------------------------------
-    def prompt(self, example: Example) -> tuple[Prompt, int, bool]:
-        """(prompt, source length in tokens, truncated?) for ``example``, computed once."""
+    def prompt(self, example: Example, *, truncate: bool = True) -> tuple[Prompt, int, bool]:
+        """(prompt, source length in tokens, truncated?) for ``example``, computed once.
+        ``truncate=False`` (a server): an over-long prompt raises ``PromptTooLong`` instead, and
+        nothing is logged, counted or cached."""
         key = f"{example.id}|{example.tgt.code}"
         if key not in self._prompts:
-            self._prompts[key] = self._build_prompt(example)
+            self._prompts[key] = self._build_prompt(example, truncate)
         return self._prompts[key]
 
     def forget(self, example: Example) -> None:
@@ -84,7 +90,7 @@ class Answerer:
             text = self.backend.render_chat(text)
         return encode_prompt(self.tokenizer, text, chat=self.chat)
 
-    def _build_prompt(self, example: Example) -> tuple[Prompt, int, bool]:
+    def _build_prompt(self, example: Example, truncate: bool = True) -> tuple[Prompt, int, bool]:
         if not example.source.strip():
             raise InputError(f"example {example.id}: empty source text; every example needs one", field="source")
         src_ids = self.tokenizer.encode(example.source, add_special_tokens=False)
@@ -92,6 +98,9 @@ class Answerer:
         excess = len(prompt.ids) - self.max_prompt_tokens
         if excess <= 0:
             return prompt, len(src_ids), False
+        if not truncate:
+            raise PromptTooLong(f"example {example.id}: the prompt has {len(prompt.ids)} tokens, over "
+                                f"max_prompt_tokens={self.max_prompt_tokens}", field="prompt")
         keep = max(1, len(src_ids) - excess)
         log.warning("example %s: prompt has %d tokens, over max_prompt_tokens=%d; source truncated to %d tokens",
                     example.id, len(prompt.ids), self.max_prompt_tokens, keep)
