@@ -45,8 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .backends import Backend, load_backend
 from .boundary import Prompt, answer_ids, render_output
 from .errors import InputError, MissingDependencyError
-from .experiment.config import ExperimentConfig, _Strict, _validate, composed
 from .experiment.answerer import PromptTooLong
+from .experiment.config import ExperimentConfig, _Strict, _validate, composed
 from .experiment.runner import Condition, Runner
 from .languages import get_language
 from .priors import PriorItem
