@@ -104,7 +104,8 @@ class SummarizationTask(Task):
         return Path(self.data.format(src=src.code, tgt=tgt.code, src_iso1=src.iso1, tgt_iso1=tgt.iso1))
 
     def check_data(self, targets: list[Language]) -> None:
-        missing = [f"{t.code}: {self.data_path(t)}" for t in targets if not self.data_path(t).is_file()]
+        paths = {t.code: self.data_path(t) for t in targets}
+        missing = [f"{code}: {path}" for code, path in paths.items() if not path.is_file()]
         if missing:
             hint = (" (CrossSum: one JSONL file per language pair with 'text' and 'summary'; link or rename your "
                     "copy to match the pattern)") if self.format == "crosssum" else ""
