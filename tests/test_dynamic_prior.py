@@ -118,13 +118,30 @@ def test_the_helper_speaks_exactly_where_the_base_model_is_uncertain(rule, p1, p
     if helped:
         assert summary["interventions"] == [{"pos": 0, "tokens": 1, "base_p1": pytest.approx(p1, abs=1e-4),
                                              "base_p2": pytest.approx(p2, abs=1e-4),
-                                             "helper_p": pytest.approx(0.9, abs=1e-4)}]
+                                             "helper_p": pytest.approx(0.9, abs=1e-4), "changed": True}]
+        assert summary["changed_share"] == 1.0
 
 
 def test_a_helper_end_of_turn_ends_the_base_row():
     hook = IdHook(RuleOnly(k=1), ScriptedSession(token=6), type("P", (), {"ids": (1,)})(), base_eos=2,
                   helper_eos={6})
     assert hook.pick(logits_with(0.9, 0.05), []) == 2
+
+
+def test_a_helper_token_equal_to_the_base_models_own_counts_as_supplied_not_changed():
+    """The helper's share counts every position it supplied; its changed share only those where the
+    base model would have written another token."""
+    hook = IdHook(RuleOnly(tau=0.7), ScriptedSession(token=3), type("P", (), {"ids": (1,)})(), base_eos=2,
+                  helper_eos={2})
+    assert hook.pick(logits_with(0.6, 0.3, top=3), []) == 3          # asked, agrees with the base model
+    hook.session = ScriptedSession(token=7)
+    assert hook.pick(logits_with(0.5, 0.3, top=3), [3]) == 7         # asked, disagrees
+    assert hook.pick(logits_with(0.9, 0.05, top=3), [3, 7]) == 3     # not asked
+    summary = hook.finish(3)
+    assert (summary["helper_tokens"], summary["changed_tokens"]) == (2, 1)
+    assert summary["helper_share"] == pytest.approx(2 / 3, abs=1e-4)
+    assert summary["changed_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert [i["changed"] for i in summary["interventions"]] == [False, True]
 
 
 @pytest.mark.parametrize("params, field", [({"tau": 1.5}, "tau"), ({"margin": -0.1}, "margin"),
@@ -247,7 +264,16 @@ def test_the_runner_stores_each_rows_trace_and_resumes(models, shared_data, tmp_
     for r in rows:
         assert r["provenance"]["mode"] == "ids" and 0 <= r["provenance"]["helper_share"] <= 1
         assert r["provenance"]["output_tokens"] == r["new_tokens"]
+        assert 0 <= r["provenance"]["changed_share"] <= r["provenance"]["helper_share"]
     assert Runner(load_config(cfg)).run(progress=False).produced == 0
+    from pretty_align.experiment.report import write_report
+    from pretty_align.experiment.store import Store
+
+    _, res = write_report(Store(tmp_path / "dyn.sqlite"), "dyn", tmp_path / "report")
+    means = res["means"]["dynamic k=0"]
+    assert means["helper changed %"] == pytest.approx(100 * np.mean([r["provenance"]["changed_share"] for r in rows]))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| condition | helper share % | helper changed % |" in md
 
 
 def first_rows(store: Path) -> list[dict]:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..languages import get_language
-from .report import (AGREEMENT_NOTE, AGREEMENT_POSITIONS, REFERENCE, _fmt, _ratio_cell, dynamic_conditions,
-                     per_tag_accuracy, position_mean, shown_agreement)
+from .report import (AGREEMENT_NOTE, AGREEMENT_POSITIONS, DYNAMIC_NOTE, REFERENCE, _fmt, _ratio_cell,
+                     dynamic_conditions, per_tag_accuracy, position_mean, shown_agreement)
 from .signature import compact_signature
 
 COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
@@ -162,10 +162,10 @@ def _dynamic_table(res: dict[str, Any]) -> str:
         return ""
     ratio = [f"% ref {m}" for m in res["ratio_metrics"]]
     return ("<h3>Dynamic prior: quality against the helper’s share</h3>"
-            + _table(["condition", "helper share %"] + ratio,
-                     [[c, _fmt(res["means"][c]["helper share %"])] + [_ratio_mean(res, c, r) for r in ratio]
-                      for c in conds],
-                     note="Helper share %: the share of output tokens the helper model supplied."))
+            + _table(["condition", "helper share %", "helper changed %"] + ratio,
+                     [[c, _fmt(res["means"][c]["helper share %"]), _fmt(res["means"][c].get("helper changed %"))]
+                      + [_ratio_mean(res, c, r) for r in ratio] for c in conds],
+                     note=DYNAMIC_NOTE))
 
 
 def _agreement_table(res: dict[str, Any]) -> str:

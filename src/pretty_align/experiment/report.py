@@ -74,8 +74,11 @@ def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) ->
         cell["new tokens"] = mean(r["new_tokens"] for r in rs)
         cell["stops"] = dict(sorted(Counter(r["stop_reason"] for r in rs).items()))
         shares = [r["provenance"]["helper_share"] for r in rs if "helper_share" in (r.get("provenance") or {})]
-        if shares:   # a dynamic prior: the share of output tokens its helper supplied
+        if shares:   # a dynamic prior: the share of output tokens its helper supplied, and rewrote
             cell["helper share %"] = 100.0 * mean(shares)
+            changed = [r["provenance"].get("changed_share") for r in rs if "helper_share" in r["provenance"]]
+            if all(c is not None for c in changed):   # rows made before it was recorded have none
+                cell["helper changed %"] = 100.0 * mean(changed)
         cells[cond][tgt_code] = cell
     agreement = _agreement(groups, conditions, targets)
     model_sigs = _condition_signatures(rows)
@@ -347,11 +350,15 @@ def _dynamic_lines(res: dict[str, Any]) -> list[str]:
         return []
     ratio = [f"% ref {m}" for m in res["ratio_metrics"]]
     lines = ["", "## Dynamic prior: quality against the helper's share", "",
-             "Helper share % = the share of output tokens the helper model supplied (mean over rows, then over "
-             "languages).", ""]
-    return lines + _table(["condition", "helper share %"] + ratio,
-                          [[c, _fmt(res["means"][c]["helper share %"])] + [_fmt(res["means"][c].get(r)) for r in ratio]
-                           for c in conds])
+             f"{DYNAMIC_NOTE} (Mean over rows, then over languages.)", ""]
+    return lines + _table(["condition", "helper share %", "helper changed %"] + ratio,
+                          [[c, _fmt(res["means"][c]["helper share %"]), _fmt(res["means"][c].get("helper changed %"))]
+                           + [_fmt(res["means"][c].get(r)) for r in ratio] for c in conds])
+
+
+DYNAMIC_NOTE = ("Helper share % = the share of output tokens the helper model supplied; helper changed % = the "
+                "share it supplied where its token differs from the base model's own greedy choice (elsewhere "
+                "the base model would have written the same token).")
 
 
 AGREEMENT_NOTE = ("Free-running agreement with the reference model's output: the share of the reference output's "

@@ -46,16 +46,24 @@ def top2(logits: Any) -> tuple[int, float, float]:
 
 class Trace:
     """What the helper did in one row: positions it supplied (0-based in the row's new tokens)
-    and, per intervention, the base model's top-1/top-2 probabilities and the helper's
-    probability of its own first token."""
+    and, per intervention, the base model's top-1/top-2 probabilities, the helper's probability
+    of its own first token and whether that token differs from the base model's greedy one
+    (``changed``: where it does not, the base model would have written the same token).
+
+    ``helper_share`` counts every position the helper supplied (the issue's measure of its
+    tokens); ``changed_share`` counts only the tokens of interventions that changed the base
+    model's choice: the part of the output the helper actually rewrote."""
 
     def __init__(self, mode: str) -> None:
-        self.mode, self.positions, self.interventions = mode, [], []
+        self.mode, self.positions, self.changed, self.interventions = mode, [], [], []
 
-    def add(self, pos: int, n: int, base: tuple[float, float], helper_p: float, text: str | None = None) -> None:
+    def add(self, pos: int, n: int, base: tuple[float, float], helper_p: float, changed: bool,
+            text: str | None = None) -> None:
         self.positions.extend(range(pos, pos + n))
+        if changed:
+            self.changed.extend(range(pos, pos + n))
         item = {"pos": pos, "tokens": n, "base_p1": round(base[0], 5), "base_p2": round(base[1], 5),
-                "helper_p": round(helper_p, 5)}
+                "helper_p": round(helper_p, 5), "changed": changed}
         if text is not None:
             item["word"] = text
         self.interventions.append(item)
@@ -63,8 +71,10 @@ class Trace:
     def summary(self, n_new: int) -> dict[str, Any]:
         """Provenance once the row has ``n_new`` tokens (a loop cut may have dropped some)."""
         helper = sum(p < n_new for p in self.positions)
-        return {"mode": self.mode, "helper_tokens": helper, "output_tokens": n_new,
+        changed = sum(p < n_new for p in self.changed)
+        return {"mode": self.mode, "helper_tokens": helper, "changed_tokens": changed, "output_tokens": n_new,
                 "helper_share": round(helper / n_new, 5) if n_new else 0.0,
+                "changed_share": round(changed / n_new, 5) if n_new else 0.0,
                 "interventions": [i for i in self.interventions if i["pos"] < n_new]}
 
 
@@ -96,9 +106,9 @@ class IdHook(_Hook):
         if not self.wants_help(len(new), p1, p2):
             return greedy
         tok, hp, _ = top2(self.session.logits([*self.helper_prompt.ids, *new]))
-        self.trace.add(len(new), 1, (p1, p2), hp)
         if tok in self.helper_eos and self.base_eos is not None:
-            return self.base_eos   # the helper ends the answer (its end-of-turn may not be the base's EOS)
+            tok = self.base_eos   # the helper ends the answer (its end-of-turn may not be the base's EOS)
+        self.trace.add(len(new), 1, (p1, p2), hp, tok != greedy)
         return tok
 
 
@@ -122,13 +132,15 @@ class TextHook(_Hook):
             return greedy
         word, hp = self._helper_word(text.strip())
         if word is None:   # the helper ends the answer here
-            self.trace.add(pos, 1, (p1, p2), hp, "")
             eos = self.base_tok.eos_token_id
-            return greedy if eos is None else eos
+            tok = greedy if eos is None else eos
+            self.trace.add(pos, 1, (p1, p2), hp, tok != greedy, "")
+            return tok
         ids = self._base_ids(new, text.strip(), word)
         if not ids:
             return greedy
-        self.trace.add(pos, len(ids), (p1, p2), hp, word)
+        # a word counts as changed when its first token differs from the base model's greedy one
+        self.trace.add(pos, len(ids), (p1, p2), hp, ids[0] != greedy, word)
         self.queue = ids[1:]
         return ids[0]
 
