@@ -2,6 +2,7 @@
 
     python benchmarks/roofline.py                       # microbenchmarks, ceilings, hf and llamacpp
     python benchmarks/roofline.py --backends hf --batches 8 --profile   # + where an hf step's time goes
+    python benchmarks/roofline.py --backends hf --hf-dtype float32 --output-layer mm   # other hf settings
 
 1. Microbenchmarks (torch, ``--threads`` threads): attainable matmul throughput in bfloat16 and
    float32 (square GEMMs, and the decode-shaped GEMM of the output layer: B x 640 @ 640 x 262144),
@@ -50,6 +51,18 @@ def matmul_gflops(dtype, m: int, k: int, n: int) -> float:
 
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     return 2 * m * k * n / _best(lambda: torch.mm(a, b)) / 1e9
+
+
+def output_layer_gflops(dtype, batch: int, hidden: int = 640, vocab: int = 262144) -> dict[str, float]:
+    """The output layer's decode-shaped GEMM, as the hf backend computes it: ``linear(h, W)``
+    (option ``output_layer = "linear"``) and ``W @ h.T`` (``"mm"``); W is vocab x hidden."""
+    import torch
+    import torch.nn.functional as F
+
+    w, h = torch.randn(vocab, hidden).to(dtype), torch.randn(batch, hidden).to(dtype)
+    flops = 2 * batch * hidden * vocab
+    return {"linear": flops / _best(lambda: F.linear(h, w), 3) / 1e9,
+            "mm": flops / _best(lambda: torch.mm(w, h.t()), 3) / 1e9}
 
 
 def bandwidth_gbs() -> float:
@@ -158,6 +171,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="requests per batch size = rounds x batch")
     ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--hf-dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--output-layer", default="linear", choices=["linear", "mm"],
+                    help="the hf backend's output_layer option")
     args = ap.parse_args()
 
     import torch
@@ -166,19 +182,21 @@ def main() -> None:
     print(f"threads: {args.threads}; torch {torch.__version__}")
     peak = {"bfloat16": max(matmul_gflops(torch.bfloat16, 2048, 2048, 2048), 1e-9),
             "float32": matmul_gflops(torch.float32, 2048, 2048, 2048)}
-    out_layer = {b: matmul_gflops(torch.bfloat16, b, 640, 262144) for b in (1, 8, 32)}
+    dtype = getattr(torch, args.hf_dtype)
+    out_layer = {b: output_layer_gflops(dtype, b) for b in (1, 8, 32)}
     gbs = bandwidth_gbs()
     print(f"matmul 2048^3: bf16 {peak['bfloat16']:.1f} GFLOP/s, fp32 {peak['float32']:.1f} GFLOP/s; "
           f"memory bandwidth {gbs:.1f} GB/s")
-    print("output-layer GEMM (B x 640 @ 640 x 262144, bf16): "
-          + ", ".join(f"B={b} {g:.1f} GFLOP/s" for b, g in out_layer.items()))
+    for form in ("linear", "mm"):
+        print(f"output-layer GEMM (B x 640 @ 640 x 262144, {args.hf_dtype}, {form}): "
+              + ", ".join(f"B={b} {g[form]:.1f} GFLOP/s" for b, g in out_layer.items()))
 
     from pretty_align.backends import load_backend
     from pretty_align.models import known_model_path
 
     batches = [int(b) for b in args.batches.split(",")]
     data = Path(args.data)
-    hf = load_backend("hf", "gemma3-270m", dtype="bfloat16", threads=args.threads)
+    hf = load_backend("hf", "gemma3-270m", dtype=args.hf_dtype, threads=args.threads, output_layer=args.output_layer)
     cost = gemma_cost(hf.model)
     print(f"gemma-3-270m: {cost.layer_params / 1e6:.1f}M layer weights + {cost.output_params / 1e6:.1f}M output "
           f"layer per step; KV {cost.kv_bytes_per_token / 1024:.1f} KiB/token")
@@ -186,8 +204,10 @@ def main() -> None:
     rows = []
     for name in args.backends.split(","):
         if name == "hf":
-            backend, wbytes, gflops = hf, 2.0 * (cost.layer_params + cost.output_params), peak["bfloat16"]
-            label = "hf bf16"
+            width = 2.0 if args.hf_dtype == "bfloat16" else 4.0
+            backend, wbytes, gflops = hf, width * (cost.layer_params + cost.output_params), peak[args.hf_dtype]
+            label = f"hf {'bf16' if width == 2 else 'fp32'}"
+            label += " (output layer mm)" if args.output_layer == "mm" else ""
         elif name == "llamacpp":
             wbytes = gguf_weight_bytes(str(known_model_path("gemma3-270m")))
             gflops, label = peak["float32"], "llamacpp Q4_K_M"
@@ -206,10 +226,11 @@ def main() -> None:
     print("\n| backend | batch | tokens/s | ceiling tokens/s | bound | % of ceiling |\n|---|---|---|---|---|---|")
     for label, b, tps, ceil, bound, _ in rows:
         print(f"| {label} | {b} | {tps:.1f} | {ceil:.1f} | {bound} | {100 * tps / ceil:.1f}% |")
-    hf8 = [r for r in rows if r[0] == "hf bf16" and r[1] == 8]
+    hf8 = [r for r in rows if r[0].startswith("hf") and r[1] == 8]
     if hf8:
         pct = 100 * hf8[0][2] / hf8[0][3]
-        print(f"\nhf bf16 batch 8: {pct:.1f}% of the ceiling (target >= 50%: {'met' if pct >= 50 else 'not met'})")
+        print(f"\n{hf8[0][0]} batch 8: {pct:.1f}% of the ceiling (target, bf16: >= 50%: "
+              f"{'met' if pct >= 50 else 'not met'})")
     print("llamacpp ceilings bound the quantized integer dot products by the fp32 matmul peak: an approximation.")
     if args.profile:
         profile_hf(hf, reqs, 8)
