@@ -179,13 +179,18 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"threads: {args.threads}; torch {torch.__version__}")
-    peak = {"bfloat16": max(matmul_gflops(torch.bfloat16, 2048, 2048, 2048), 1e-9),
+    from pretty_align.hardware import native_bf16
+
+    print(f"threads: {args.threads}; torch {torch.__version__}; CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16 (AVX512-BF16 or AMX): {native_bf16()}")
+    # bf16 at 1024^3: where the CPU only emulates bf16 (no AVX512-BF16/AMX) it runs at well under
+    # 1 GFLOP/s, and 2048^3 would take minutes to time.
+    peak = {"bfloat16": max(matmul_gflops(torch.bfloat16, 1024, 1024, 1024), 1e-9),
             "float32": matmul_gflops(torch.float32, 2048, 2048, 2048)}
     dtype = getattr(torch, args.hf_dtype)
     out_layer = {b: output_layer_gflops(dtype, b) for b in (1, 8, 32)}
     gbs = bandwidth_gbs()
-    print(f"matmul 2048^3: bf16 {peak['bfloat16']:.1f} GFLOP/s, fp32 {peak['float32']:.1f} GFLOP/s; "
+    print(f"matmul: bf16 (1024^3) {peak['bfloat16']:.1f} GFLOP/s, fp32 (2048^3) {peak['float32']:.1f} GFLOP/s; "
           f"memory bandwidth {gbs:.1f} GB/s")
     for form in ("linear", "mm"):
         print(f"output-layer GEMM (B x 640 @ 640 x 262144, {args.hf_dtype}, {form}): "

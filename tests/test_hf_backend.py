@@ -275,3 +275,16 @@ def test_an_unknown_output_layer_is_refused(tiny_model_dir):
 
     with pytest.raises(InputError, match="options.output_layer"):
         load_backend("hf", str(tiny_model_dir), output_layer="einsum")
+
+
+@pytest.mark.parametrize("native, resolved", [(True, "bfloat16"), (False, "float32")])
+def test_dtype_auto_is_bfloat16_only_where_the_cpu_has_it_and_the_signature_says_which(tiny_model_dir, monkeypatch,
+                                                                                       native, resolved):
+    import pretty_align.hardware as hardware
+    from pretty_align.backends import load_backend
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
+    backend = load_backend("hf", str(tiny_model_dir), dtype="auto")
+    assert backend.signature()["dtype"] == resolved and backend.dtype == resolved
+    assert next(backend.model.parameters()).dtype == getattr(torch, resolved)
+    assert backend.capabilities.batch_invariant is (resolved == "float32")

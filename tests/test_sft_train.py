@@ -199,3 +199,41 @@ def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tatoeba, tmp_path
     set_peft_model_state_dict(model, adapter_weights(result.adapter_dir))
     assert trainer._evaluate(model, trainer.load_split(tok).validation, tok.pad_token_id) == \
         pytest.approx(st.best_val, rel=1e-4)
+
+
+@pytest.mark.parametrize("native, resolved", [(True, "bfloat16"), (False, "float32")])
+def test_dtype_auto_trains_in_bfloat16_only_where_the_cpu_has_it(tiny_model_dir, tatoeba, tmp_path, monkeypatch,
+                                                                  native, resolved):
+    """``dtype = "auto"`` resolves before the fingerprint is taken: a build resumes only where it
+    resolves alike, and it equals the build that names that dtype."""
+    import pretty_align.hardware as hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
+    cfg = make_cfg(tiny_model_dir, tatoeba, tmp_path / "out")
+    auto = Trainer(cfg.model_copy(update={"base": cfg.base.model_copy(update={"dtype": "auto"})}), progress=False)
+    named = Trainer(cfg.model_copy(update={"base": cfg.base.model_copy(update={"dtype": resolved})}), progress=False)
+    assert auto.cfg.base.dtype == resolved and auto.fingerprint == named.fingerprint
+    assert auto._autocast().fast_dtype == torch.bfloat16 and auto._autocast()._enabled is (resolved == "bfloat16")
+
+
+def test_an_explicit_bfloat16_on_a_cpu_that_emulates_it_is_kept_with_a_warning(tiny_model_dir, tatoeba, tmp_path,
+                                                                               monkeypatch, caplog):
+    import pretty_align.hardware as hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    cfg = make_cfg(tiny_model_dir, tatoeba, tmp_path / "out")
+    with caplog.at_level("WARNING", logger="pretty_align.hardware"):
+        trainer = Trainer(cfg.model_copy(update={"base": cfg.base.model_copy(update={"dtype": "bfloat16"})}),
+                          progress=False)
+    assert trainer.cfg.base.dtype == "bfloat16"
+    assert "emulated" in caplog.text and "SFT base.dtype" in caplog.text
+
+
+def test_native_bf16_reads_the_cpu_flags_torch_reports(monkeypatch):
+    import pretty_align.hardware as hardware
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert hardware.native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert hardware.native_bf16() is True

@@ -235,7 +235,8 @@ def translate(text: Optional[list[str]] = typer.Argument(None, help="Sentences (
               command: Optional[str] = typer.Option(None, help="Command for the command prior."),
               backend: str = typer.Option("hf", help="Backend name."),
               adapter: Optional[str] = typer.Option(None, help="LoRA adapter directory for the base model."),
-              dtype: str = typer.Option("float32", help="float32 (exact, batch-invariant) or bfloat16 (faster)."),
+              dtype: str = typer.Option("float32", help="float32 (exact, batch-invariant), bfloat16 (faster "
+                                        "where the CPU has bf16 instructions) or auto (bfloat16 only there)."),
               show_prior: bool = typer.Option(False, help="Print the prior and its provenance to stderr.")) -> None:
     """Translate with a base model primed by a prior (one line of output per input)."""
     from . import translate as api_translate

@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 from ..boundary import Tokenizer
 from ..decoding import Decoding, RowState
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
+from ..hardware import resolve_dtype
 from ..models import ResolvedModel, cache_dir, dir_sha256, pin_hub_revision, publish_dir, resolve_model
 from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session, reusable_prefix
@@ -147,8 +148,9 @@ class HFBackend(Backend):
 
         if threads:
             torch.set_num_threads(threads)
-        if dtype not in {"float32", "bfloat16", "float16"}:
-            raise InputError(f"dtype '{dtype}' is not one of float32, bfloat16, float16", field="dtype")
+        if dtype not in {"float32", "bfloat16", "float16", "auto"}:
+            raise InputError(f"dtype '{dtype}' is not one of float32, bfloat16, float16, auto", field="dtype")
+        dtype = resolve_dtype(dtype, what="hf backend dtype")   # the signature records what runs
         if output_layer not in OUTPUT_LAYERS:
             raise InputError(f"output_layer '{output_layer}' is not one of {', '.join(OUTPUT_LAYERS)}",
                              field="options.output_layer")

@@ -58,7 +58,7 @@ from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, Session, reusable_prefix
 
 log = logging.getLogger(__name__)
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def import_llama_cpp():

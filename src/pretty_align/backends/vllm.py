@@ -49,7 +49,7 @@ from ..models import ResolvedModel, dir_sha256, resolve_model
 from . import BACKENDS
 from .base import Backend, Capabilities, Generation, GenerationRequest, OnDone, ScoreResult, refuse_hooks
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # vllm.config.lora.MaxLoRARanks
 # EngineArgs this backend sets itself: they may not also come in through ``options``.
 _OWN = {"model", "tokenizer", "revision", "dtype", "seed", "gpu_memory_utilization", "max_model_len",
@@ -201,6 +201,7 @@ class VLLMBackend(Backend):
                              "to the base model's hub id or directory (e.g. google/gemma-3-270m), or give a "
                              "model directory / hub id instead", field="options.tokenizer")
         extra = _engine_options(vllm, options)
+        dtype = "bfloat16" if dtype == "auto" else dtype   # the GPUs vLLM serves on have bf16 natively
         self.dtype, self.tokenizer_spec, self.enable_prefix_caching = dtype, tokenizer, enable_prefix_caching
         self.full_logprobs = full_logprobs
         self.max_logprobs = -1 if full_logprobs else max_logprobs   # -1: no cap (all vocab entries)

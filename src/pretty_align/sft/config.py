@@ -15,7 +15,9 @@ from ..languages import get_language
 
 class SFTBaseConfig(_Strict):
     model: str                                   # known name, GGUF file, model directory or hub id
-    dtype: Literal["float32", "bfloat16"] = "float32"   # compute dtype; LoRA weights stay float32
+    # compute dtype; LoRA weights stay float32. "auto": bfloat16 where the CPU has it natively
+    # (AVX512-BF16 or AMX), else float32 (hardware.py: emulated bf16 training is ~60x slower)
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
 
 
 class SFTDataConfig(_Strict):

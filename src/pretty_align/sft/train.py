@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import InputError, MissingDependencyError, PrettyAlignError
 from ..experiment.signature import code_revision, content_hash, package_versions
+from ..hardware import resolve_dtype
 from ..languages import get_language
 from ..progress import progress_bar
 from ..tasks.base import check_template
@@ -111,6 +112,10 @@ class Trainer:
 
     def __init__(self, cfg: SFTConfig, *, progress: bool = True,
                  on_step: Callable[[int, list[list[int]]], None] | None = None) -> None:
+        # dtype "auto" becomes the dtype it means on this machine before anything reads it: the
+        # fingerprint (so a build resumes only where it resolves alike), the autocast and the card.
+        base = cfg.base.model_copy(update={"dtype": resolve_dtype(cfg.base.dtype, what="SFT base.dtype")})
+        cfg = cfg.model_copy(update={"base": base})
         self.cfg, self.progress, self.on_step = cfg, progress, on_step
         self.out = cfg.output_path
         self.fingerprint = content_hash(cfg.fingerprint_fields())
