@@ -187,3 +187,26 @@ def test_report_only_without_a_store_says_so(tmp_path, shared_data):
     preset = make_preset(tmp_path, shared_data)
     result = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--report-only"])
     assert result.exit_code == 2 and "run the preset first" in " ".join(result.output.split())
+
+
+def test_report_only_drops_the_times_of_rows_another_run_made(tmp_path, shared_data):
+    """The last index's stage times describe the rows it was made from: when the store's rows come
+    from other code (a rerun whose index was lost or reverted), a re-render says "-", not a stale time."""
+    preset = make_preset(tmp_path, shared_data)
+    assert CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--sft", "fake:upper",
+                                    "--no-progress"]).exit_code == 0
+    out = tmp_path / "results" / "tiny"
+    twice = []
+    for _ in range(2):   # a re-render of a re-render still describes the same rows: times kept
+        assert CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--report-only"]).exit_code == 0
+        twice.append([(s["name"], s["seconds"]) for s in json.loads((out / "results.json").read_text())["stages"]])
+    assert twice[0] == twice[1] and all(sec is not None for _, sec in twice[0])
+    index = json.loads((out / "results.json").read_text())
+    for row in index["reports"]["mt"]["code"]["rows"]:
+        row["revision"] = "0.0.0+older"          # the index now describes rows other code made
+    (out / "results.json").write_text(json.dumps(index))
+    assert CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--report-only"]).exit_code == 0
+    stages = {s["name"]: s for s in json.loads((out / "results.json").read_text())["stages"]}
+    assert stages["mt"]["seconds"] is None and stages["sft"]["seconds"] is None
+    assert stages["mt2"]["seconds"] is not None                     # its rows are the ones the index described
+    assert "| mt | " in (out / "README.md").read_text() and "time unknown" in (out / "README.md").read_text()

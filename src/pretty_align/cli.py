@@ -141,7 +141,7 @@ def reproduce(preset: str = typer.Option("quick", "--preset", help="quick (minut
     for col in ("stage", "rows now/planned", "seconds", "note"):
         table.add_column(col, justify="right" if col in ("rows now/planned", "seconds") else "left")
     for s in repro.stages:
-        table.add_row(s.name, f"{s.produced}/{s.total}", f"{s.seconds:.0f}", s.note)
+        table.add_row(s.name, f"{s.produced}/{s.total}", "-" if s.seconds is None else f"{s.seconds:.0f}", s.note)
     Console().print(table)
     console.print(f"index {repro.results / 'README.md'}; reports {repro.results}/<stage>/report.html")
 

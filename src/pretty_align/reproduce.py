@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,7 +81,7 @@ def load_preset(name_or_path: str) -> tuple[PresetConfig, Path]:
 @dataclass
 class Stage:
     name: str
-    seconds: float = 0.0
+    seconds: float | None = 0.0     # None: unknown (a re-render of rows whose run's times are lost)
     produced: int = 0
     total: int = 0
     note: str = ""
@@ -192,19 +192,28 @@ def _check_data(cfg: ExperimentConfig) -> None:
         raise InputError(f"stage '{cfg.name}': {e.message}", field=e.field) from None
 
 
-def _timings(results: Path) -> dict[str, dict[str, Any]]:
-    """The stages of the last run's index (``results.json``) by name: what a re-render keeps."""
+def _rows_made_by(reports: dict[str, Any]) -> dict[str, set[str]]:
+    """Per stage report, the code revisions that made its rows."""
+    return {name: {str(r["revision"]) for r in ((rep.get("code") or {}).get("rows") or [])}
+            for name, rep in reports.items() if isinstance(rep, dict)}
+
+
+def _timings(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+    """The stages of the last index (``results.json``) by name, and the revisions that made each
+    stage's rows then: a re-render keeps a stage's time only for the same rows."""
     try:
         index = json.loads((results / "results.json").read_text())
     except (OSError, ValueError):
-        return {}
-    return {s["name"]: s for s in index.get("stages", [])}
+        return {}, {}
+    return {s["name"]: s for s in index.get("stages", [])}, _rows_made_by(index.get("reports") or {})
 
 
 def rerender(preset_name: str, *, crosssum: str | None = None, log: Callable[[str], None] = print) -> Reproduction:
     """Rewrite ``results/<preset>/`` from the store alone: every stage's report and the index, with
     the current report code, loading no model and running nothing. The stage times are the ones the
-    last run recorded (an index that ran nothing would otherwise say 0 s)."""
+    last index recorded (an index that ran nothing would otherwise say 0 s), kept only where they
+    describe the same rows: a stage whose rows were made by other code since, and the ``sft`` stage
+    unless every stage's rows are the same, gets no time ("-") instead of a stale one."""
     from .analysis.report import write_analysis_report
     from .experiment.report import write_report
     from .experiment.store import Store
@@ -213,31 +222,39 @@ def rerender(preset_name: str, *, crosssum: str | None = None, log: Callable[[st
     if not Path(preset.store).is_file():
         raise InputError(f"no store at {preset.store}: run the preset first", field="--report-only")
     repro = Reproduction(path.stem, Path(preset.results))
-    before = _timings(repro.results)
+    before, made_before = _timings(repro.results)
 
-    def kept(name: str) -> Stage:   # the stage as the last run recorded it
+    def kept(name: str, same: bool) -> Stage:   # the stage as the last index recorded it, if its rows
         old = before.get(name, {})
+        if not same:
+            return Stage(name, seconds=None, note="time unknown: the rows were made by another run than "
+                                                  "the last index describes")
         return Stage(name, **{k: old[k] for k in ("seconds", "produced", "total", "note") if k in old})
 
     store = Store(Path(preset.store))
     stage_paths, data = _stage_paths(preset, crosssum)
     configs = [_stage_config(p, preset, base=None, reference={}, data=data) for p in stage_paths]
-    repro.stages.append(kept("sft"))
     runs = set(store.runs())
     for cfg in configs:
         if cfg.name not in runs:
             log(f"{cfg.name}: not in the store, left out")
             continue
-        stage = kept(cfg.name)
+        stage = Stage(cfg.name)
         _, stage.report = write_report(store, cfg.name, cfg.report_path)
         repro.stages.append(stage)
     if preset.analysis and store.analysis_positions(configs[0].name):
-        stage, a = kept("analysis"), configs[0].analysis
+        stage, a = Stage("analysis"), configs[0].analysis
         _, stage.report = write_analysis_report(store, configs[0].name, repro.results / "analysis", priors=a.priors,
                                                 top_k=a.top_k, max_positions=a.max_positions)
         repro.stages.append(stage)
+    made_now = _rows_made_by({s.name: s.report for s in repro.stages})
+    same = {name: name in made_before and revs == made_before[name] for name, revs in made_now.items() if revs}
+    same_all = bool(same) and all(same.values())   # for the sft stage and reports without row revisions
+    for i, s in enumerate(repro.stages):
+        repro.stages[i] = replace(kept(s.name, same.get(s.name, same_all)), report=s.report)
+    repro.stages.insert(0, kept("sft", same_all))
     log(f"re-rendered {', '.join(s.name for s in repro.stages[1:])} into {repro.results}")
-    repro.seconds = sum(x.seconds for x in repro.stages)
+    repro.seconds = sum(x.seconds or 0.0 for x in repro.stages)
     write_index(repro, preset_name, rendered_only=True)
     return repro
 
@@ -354,7 +371,8 @@ def write_index(repro: Reproduction, preset_name: str, *, rendered_only: bool = 
                              "seconds": repro.seconds, "stages": []}
     lines += ["## Stages", ""] + _table(
         ["stage", "rows produced now / planned", "seconds (this invocation)", "note"],
-        [[s.name, f"{s.produced}/{s.total}", f"{s.seconds:.0f}", s.note] for s in repro.stages])
+        [[s.name, f"{s.produced}/{s.total}", "-" if s.seconds is None else f"{s.seconds:.0f}", s.note]
+         for s in repro.stages])
     for s in repro.stages:
         index["stages"].append({"name": s.name, "seconds": s.seconds, "produced": s.produced, "total": s.total,
                                 "note": s.note})
