@@ -14,8 +14,6 @@ import logging
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "auto")
-
 
 def native_bf16() -> bool:
     """True when the CPU has bf16 instructions (AVX512-BF16 or AMX) that torch uses."""

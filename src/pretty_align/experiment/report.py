@@ -76,7 +76,8 @@ def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) ->
         shares = [r["provenance"]["helper_share"] for r in rs if "helper_share" in (r.get("provenance") or {})]
         if shares:   # a dynamic prior: the share of output tokens its helper supplied, and rewrote
             cell["helper share %"] = 100.0 * mean(shares)
-            changed = [r["provenance"].get("changed_share") for r in rs if "helper_share" in r["provenance"]]
+            changed = [r["provenance"].get("changed_share") for r in rs
+                       if "helper_share" in (r.get("provenance") or {})]
             if all(c is not None for c in changed):   # rows made before it was recorded have none
                 cell["helper changed %"] = 100.0 * mean(changed)
         cells[cond][tgt_code] = cell
