@@ -55,13 +55,12 @@ class Trace:
     model's choice: the part of the output the helper actually rewrote."""
 
     def __init__(self, mode: str) -> None:
-        self.mode, self.positions, self.changed, self.interventions = mode, [], [], []
+        self.mode, self.interventions = mode, []
+        self.positions: list[tuple[int, bool]] = []   # (position, changed) per helper-supplied token
 
     def add(self, pos: int, n: int, base: tuple[float, float], helper_p: float, changed: bool,
             text: str | None = None) -> None:
-        self.positions.extend(range(pos, pos + n))
-        if changed:
-            self.changed.extend(range(pos, pos + n))
+        self.positions.extend((p, changed) for p in range(pos, pos + n))
         item = {"pos": pos, "tokens": n, "base_p1": round(base[0], 5), "base_p2": round(base[1], 5),
                 "helper_p": round(helper_p, 5), "changed": changed}
         if text is not None:
@@ -70,8 +69,8 @@ class Trace:
 
     def summary(self, n_new: int) -> dict[str, Any]:
         """Provenance once the row has ``n_new`` tokens (a loop cut may have dropped some)."""
-        helper = sum(p < n_new for p in self.positions)
-        changed = sum(p < n_new for p in self.changed)
+        helper = sum(p < n_new for p, _ in self.positions)
+        changed = sum(p < n_new for p, c in self.positions if c)
         return {"mode": self.mode, "helper_tokens": helper, "changed_tokens": changed, "output_tokens": n_new,
                 "helper_share": round(helper / n_new, 5) if n_new else 0.0,
                 "changed_share": round(changed / n_new, 5) if n_new else 0.0,
