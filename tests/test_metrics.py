@@ -160,3 +160,23 @@ def test_comet_without_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 def test_default_metrics() -> None:
     names = [m.name for m in default_metrics(ZH)]
     assert names[:2] == ["BLEU", "chrF++"] and names[-1] == "off-target"
+
+
+def test_report_metrics_come_from_the_task_and_leave_out_what_is_not_set_up(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pretty_align.experiment.report import _metrics
+    from pretty_align.tasks import TASKS
+
+    labels = {task: [label for label, _ in _metrics(task)] for task in ("translation", "summarization", "pos")}
+    assert labels["summarization"] == ["ROUGE-1", "ROUGE-2", "ROUGE-L", "off-target %"]
+    assert labels["pos"] == ["accuracy"]   # tags are language-independent: no off-target rate
+    # spBLEU only with its SPM model local, COMET only with a checkpoint
+    monkeypatch.setattr(SpBLEU, "available", classmethod(lambda cls, variant="flores200": False))
+    assert [label for label, _ in _metrics("translation")] == ["BLEU", "chrF++", "off-target %"]
+    with pytest.raises(InputError, match="COMET checkpoint not found"):   # asked for: no silent skip
+        _metrics("translation", comet_checkpoint=str(tmp_path / "missing.ckpt"))
+    # the report follows the task's own declaration: no branch on the task's name
+    monkeypatch.setattr(TASKS.get("pos"), "metrics", (("chrF++", "chrf++"), ("off-target %", "off-target")))
+    got = _metrics("pos", langid_langs=["de", "en"])
+    assert [(label, type(m)) for label, m in got] == [("chrF++", ChrFpp), ("off-target %", OffTarget)]
+    assert got[1][1].langs == ["de", "en"]

@@ -11,35 +11,19 @@ from statistics import mean
 from typing import Any, Sequence
 
 from ..languages import get_language
-from ..metrics import BLEU, ChrFpp, OffTarget, SpBLEU
+from ..metrics import report_metrics
 from ..metrics.base import Metric
+from ..tasks import TASKS
 from .signature import METRIC_PACKAGES, compact_signature, package_versions
 from .store import Store
 
 REFERENCE = "reference"   # the reference (SFT) model's own answers: the runner's condition label
 
-# Per task: the metrics of the report (label, metric) and those that get a "% ref" column.
-RATIO_METRICS = {"translation": ("BLEU", "chrF++"), "summarization": ("ROUGE-1", "ROUGE-L"), "pos": ("accuracy",)}
-
 
 def _metrics(task: str = "translation", comet_checkpoint: str | None = None,
              langid_langs: list[str] | None = None) -> list[tuple[str, Metric]]:
-    ms: list[tuple[str, Metric]]
-    if task == "pos":   # tags are language-independent: no off-target rate
-        from ..metrics.pos import POSAccuracy
-        return [("accuracy", POSAccuracy())]
-    if task == "summarization":
-        from ..metrics.rouge import Rouge
-        ms = [(r.name, r) for r in (Rouge("rouge1"), Rouge("rouge2"), Rouge("rougeL"))]
-    else:
-        ms = [("BLEU", BLEU()), ("chrF++", ChrFpp())]
-        if SpBLEU.available("flores200"):
-            ms.append(("spBLEU", SpBLEU("flores200")))
-    ms.append(("off-target %", OffTarget(langid_langs)))
-    if comet_checkpoint and task == "translation":
-        from ..metrics import Comet
-        ms.append(("COMET", Comet(comet_checkpoint)))
-    return ms
+    """(label, metric) of the report of a ``task`` run: the task's own metric set (``Task.metrics``)."""
+    return report_metrics(TASKS.get(task).metrics, comet_checkpoint=comet_checkpoint, langid_langs=langid_langs)
 
 
 def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -56,7 +40,7 @@ def compute(store: Store, run: str, rows: list[dict[str, Any]] | None = None) ->
     mcfg = config.get("metrics") or {}
     task = (config.get("task") or {}).get("name", "translation")
     metrics = _metrics(task, mcfg.get("comet_checkpoint"), mcfg.get("langid_langs"))
-    ratio_metrics = RATIO_METRICS.get(task, ())
+    ratio_metrics = TASKS.get(task).ratio_metrics
     cells: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     signatures: dict[str, set[str]] = defaultdict(set)
     for (cond, tgt_code), rs in groups.items():

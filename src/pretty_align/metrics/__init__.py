@@ -1,9 +1,12 @@
 """Corpus-level metrics, registered by name: bleu, chrf++, spbleu, off-target, comet, rouge1/2/L, pos-accuracy.
 
-``default_metrics(tgt)`` is what an experiment reports when the user names none.
+``default_metrics(tgt)`` is what a one-off translation scores with; ``report_metrics(task.metrics)`` what an
+experiment report scores a task with.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 from ..languages import Language
 from ..registry import Registry
@@ -31,5 +34,17 @@ def default_metrics(tgt: Language, comet_checkpoint: str | None = None) -> list[
     return metrics
 
 
+def report_metrics(names: Sequence[tuple[str, str]], *, comet_checkpoint: str | None = None,
+                   langid_langs: list[str] | None = None) -> list[tuple[str, Metric]]:
+    """(column label, metric) for a task's ``Task.metrics`` (label, registry name) pairs, in order,
+    leaving out the optional metrics that are not set up here (``Metric.for_report``)."""
+    out: list[tuple[str, Metric]] = []
+    for label, name in names:
+        metric = METRICS.get(name).for_report(comet_checkpoint=comet_checkpoint, langid_langs=langid_langs)
+        if metric is not None:
+            out.append((label, metric))
+    return out
+
+
 __all__ = ["BLEU", "METRICS", "ChrFpp", "Comet", "Metric", "OffTarget", "Score", "SpBLEU",
-           "default_metrics", "detect"]
+           "default_metrics", "detect", "report_metrics"]

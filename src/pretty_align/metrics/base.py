@@ -53,6 +53,14 @@ class Metric(ABC):
     def signature(self, tgt: Language) -> str:
         """The signature ``corpus_score`` would put on a score for target ``tgt`` (one reference)."""
 
+    @classmethod
+    def for_report(cls, *, comet_checkpoint: str | None = None,
+                   langid_langs: list[str] | None = None) -> "Metric | None":
+        """The instance an experiment report scores with, given the config's ``[metrics]``
+        options; None when this metric is optional and not set up here (a model file that is not
+        local, no checkpoint given). The task names the metrics, each metric decides this."""
+        return cls()
+
     @staticmethod
     def check_args(hyps: list[str], refs: list[str], *, sources: list[str] | None = None) -> None:
         """Raise ``InputError`` unless hyps/refs (and sources, when given) are non-empty, equally long

@@ -163,3 +163,8 @@ class SpBLEU(_SacreWrapper):
 
     def _sacre(self, tgt: Language) -> _SacreMetric:
         return _SacreBLEU(tokenize=self.variant)
+
+    @classmethod
+    def for_report(cls, **options) -> "SpBLEU | None":   # noqa: ANN003
+        """FLORES-200 spBLEU when its SPM model is already local (reports never download)."""
+        return cls("flores200") if cls.available("flores200") else None

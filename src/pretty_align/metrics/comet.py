@@ -26,6 +26,11 @@ class Comet(Metric):
     name = "COMET"
     needs_sources = True
 
+    @classmethod
+    def for_report(cls, *, comet_checkpoint: str | None = None, **options) -> "Comet | None":   # noqa: ANN003
+        """Only when the config names a checkpoint; then a missing file or package raises."""
+        return cls(comet_checkpoint) if comet_checkpoint else None
+
     def __init__(self, checkpoint: str, *, batch_size: int = 8, gpus: int = 0) -> None:
         path = Path(checkpoint)
         if not path.is_file():

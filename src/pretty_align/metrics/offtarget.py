@@ -86,6 +86,11 @@ class OffTarget(Metric):
                 raise InputError("langs must name at least one language", field="langs")
             _identifier(frozenset(self.langs))  # validate the codes now, not after generation
 
+    @classmethod
+    def for_report(cls, *, langid_langs: list[str] | None = None, **options) -> "OffTarget":   # noqa: ANN003
+        """Restricted to the config's ``langid_langs`` when it names them."""
+        return cls(langid_langs)
+
     def covers(self, tgt: Language) -> bool:
         """Whether the identifier can recognise ``tgt`` at all."""
         return tgt.iso1 in known_languages()

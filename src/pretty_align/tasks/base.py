@@ -48,7 +48,14 @@ def first_answer_line(text: str, label: str | None = None) -> str:
 
 
 class Task(ABC):
+    """A task owns its data, prompts and metric set. ``metrics`` are (report column label, metric
+    registry name) pairs: names, not classes, because metrics sit above tasks in the layering; the
+    report builds them (``metrics.report_metrics``) and never branches on the task's name.
+    ``ratio_metrics`` are the labels that get a "% of the reference model" column."""
+
     registry_name = "?"
+    metrics: tuple[tuple[str, str], ...] = ()
+    ratio_metrics: tuple[str, ...] = ()
 
     @abstractmethod
     def source_language(self, tgt: Language) -> Language:

@@ -65,6 +65,9 @@ def treebank_path(root: str, tgt: Language, treebank: str, split: str) -> Path:
 
 @TASKS.register("pos")
 class POSTask(Task):
+    metrics = (("accuracy", "pos-accuracy"),)   # tags are language-independent: no off-target rate
+    ratio_metrics = ("accuracy",)
+
     def __init__(self, source: str = "same", *, data: str | None = None, treebank: str = "xglue",
                  split: str = "test", answer_format: str = "word/tag", n: int | None = None, offset: int = 0,
                  template: str = DEFAULT_TEMPLATE, shots: int = 0, shots_split: str = "dev") -> None:

@@ -83,6 +83,9 @@ def read_jsonl(path: Path, fmt: str) -> list[tuple[str, str, str, dict]]:
 
 @TASKS.register("summarization")
 class SummarizationTask(Task):
+    metrics = (("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"), ("ROUGE-L", "rougeL"), ("off-target %", "off-target"))
+    ratio_metrics = ("ROUGE-1", "ROUGE-L")
+
     def __init__(self, source: str = SAME, *, data: str | None = None, format: str = "xlsum", n: int | None = None,
                  offset: int = 0, template: str = DEFAULT_TEMPLATE) -> None:
         if format not in {"xlsum", "crosssum"}:

@@ -40,6 +40,11 @@ def read_lines(path: Path, *, what: str) -> list[str]:
 
 @TASKS.register("translation")
 class TranslationTask(Task):
+    # spBLEU only with its SPM model local, COMET only with a checkpoint (Metric.for_report)
+    metrics = (("BLEU", "bleu"), ("chrF++", "chrf++"), ("spBLEU", "spbleu"), ("off-target %", "off-target"),
+               ("COMET", "comet"))
+    ratio_metrics = ("BLEU", "chrF++")
+
     def __init__(self, source: str = "eng_Latn", *, flores: str | None = None, split: str = "dev",
                  src_file: str | None = None, ref_file: str | None = None, hub: str | None = None,
                  texts: list[str] | None = None, n: int | None = None, offset: int = 0, template: str = DEFAULT_TEMPLATE) -> None:
