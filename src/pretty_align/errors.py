@@ -38,3 +38,8 @@ class MissingDependencyError(PrettyAlignError, ImportError):
 
 class CapabilityError(PrettyAlignError):
     """A backend was asked for something it declares it cannot do."""
+
+
+class PluginError(PrettyAlignError):
+    """A third-party plugin (a ``pretty_align.*`` entry point) failed to load or clashes with a name
+    that is taken."""

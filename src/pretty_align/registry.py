@@ -2,20 +2,36 @@
 
 Looking up an unknown name raises a ``KeyError`` that lists what is available, so a typo in a
 config is answered with the valid choices.
+
+Third-party packages add to a registry without editing ours, through an entry point in the group
+``pretty_align.<kind>s`` (``pretty_align.backends``, ``.priors``, ``.tasks``, ``.metrics``)::
+
+    [project.entry-points."pretty_align.priors"]
+    my-prior = "my_package.priors:MyPrior"
+
+The entry point's name is the registered name and its object the class (a module that registers
+its classes with the decorator on import works too). Plugins load on the first lookup, once; a
+plugin that fails to import, or takes a name that is already registered, is a ``PluginError``
+naming the entry point, not a silently missing choice.
 """
 
 from __future__ import annotations
 
 import inspect
+from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterable, TypeVar
+
+from .errors import PluginError
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
+        self.group = group   # the entry-point group of third-party plugins, e.g. pretty_align.priors
         self._items: dict[str, type[T]] = {}
+        self._plugins_loaded = False
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def deco(cls: type[T]) -> type[T]:
@@ -26,16 +42,42 @@ class Registry(Generic[T]):
             return cls
         return deco
 
+    def _load_plugins(self) -> None:
+        """Register every entry point of ``self.group`` (once; the flag is set first, so a plugin
+        module that looks names up while it loads does not recurse)."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.group):
+            where = f"{self.kind} plugin '{ep.name}' ({ep.value}, entry point group {self.group})"
+            before = dict(self._items)
+            try:
+                obj = ep.load()
+            except Exception as e:   # any import-time failure of foreign code: say whose it is
+                raise PluginError(f"{where} failed to load: {type(e).__name__}: {e}") from e
+            if not isinstance(obj, type):
+                if ep.name in self._items:   # a module that registered its class under this name
+                    continue
+                raise PluginError(f"{where} is not a class and registered no {self.kind} named '{ep.name}'")
+            if ep.name in before:
+                raise PluginError(f"{where}: the name '{ep.name}' is taken by {before[ep.name].__module__}."
+                                  f"{before[ep.name].__qualname__}")
+            if self._items.get(ep.name) is not obj:   # not registered by its own decorator on import
+                self.register(ep.name)(obj)
+
     def get(self, name: str) -> type[T]:
+        self._load_plugins()
         try:
             return self._items[name]
         except KeyError:
             raise KeyError(f"unknown {self.kind} '{name}'; available: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
+        self._load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
+        self._load_plugins()
         return name in self._items
 
 

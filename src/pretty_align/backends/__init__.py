@@ -6,7 +6,7 @@ from ..errors import InputError
 from ..registry import Registry, keyword_params, unknown_keywords
 from .base import Backend, Capabilities, Generation, GenerationRequest, ScoreResult
 
-BACKENDS: Registry[Backend] = Registry("backend")
+BACKENDS: Registry[Backend] = Registry("backend", "pretty_align.backends")
 
 from . import fake, hf, llamacpp, openai, vllm  # noqa: E402,F401  (registration side effects)
 

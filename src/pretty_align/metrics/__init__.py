@@ -12,7 +12,7 @@ from ..languages import Language
 from ..registry import Registry
 from .base import Metric, Score
 
-METRICS: Registry[Metric] = Registry("metric")
+METRICS: Registry[Metric] = Registry("metric", "pretty_align.metrics")
 
 from . import bleu, comet, offtarget, pos, rouge  # noqa: E402,F401  (registration side effects)
 from .bleu import BLEU, ChrFpp, SpBLEU  # noqa: E402

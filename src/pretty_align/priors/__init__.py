@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .base import Prior, PriorItem, PriorResult
 
-PRIORS: Registry[Prior] = Registry("prior strategy")
+PRIORS: Registry[Prior] = Registry("prior strategy", "pretty_align.priors")
 
 from . import ablation, command, dynamic, model, none, pos, pseudo, refined, summarization  # noqa: E402,F401
 
