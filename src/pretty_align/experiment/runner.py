@@ -159,8 +159,9 @@ class Runner:
         if self.reference is not None:
             out.append(Condition(REFERENCE, self.reference, None))
         for pc in self.cfg.priors:
-            for k in (pc.k if pc.strategy != "none" else [0]):
-                label = pc.name or (pc.strategy if pc.strategy == "none" else f"{pc.strategy} k={k}")
+            takes_k = PRIORS.get(strategy_for(self.task.registry_name, pc.strategy) or pc.strategy).takes_k
+            for k in (pc.k if takes_k else [0]):
+                label = pc.name or (f"{pc.strategy} k={k}" if takes_k else pc.strategy)
                 if len(pc.k) > 1 and pc.name:
                     label = f"{pc.name} k={k}"
                 prior = self._prior(pc, k)

@@ -44,6 +44,7 @@ class Prior(ABC):
     registry_name = "?"
     needs_model = False        # the runner passes ``answerer``: the model named by the prior's ``model``
     needs_step_hook = False    # the base model's backend must call step hooks (its own decode loop)
+    takes_k = True             # False: one condition, labelled by the strategy alone, built with k = 0
 
     def __init__(self, k: int = 1, **unknown: Any) -> None:
         """Subclasses take their own parameters and pass only the leftovers here, so a mistyped

@@ -11,6 +11,8 @@ from .base import Prior, PriorItem, PriorResult
 
 @PRIORS.register("none")
 class NoPrior(Prior):
+    takes_k = False
+
     def __init__(self, k: int = 0, **params) -> None:
         super().__init__(k=0, **params)  # k is meaningless without a prior; fixed so keys do not vary with it
 
