@@ -2,7 +2,7 @@
 
     python benchmarks/roofline.py                       # microbenchmarks, ceilings, hf and llamacpp
     python benchmarks/roofline.py --backends hf --batches 8 --profile   # + where an hf step's time goes
-    python benchmarks/roofline.py --backends hf --hf-dtype float32      # hf in float32
+    python benchmarks/roofline.py --backends hf --hf-dtype float32 --output-layer mm   # other hf settings
 
 1. Microbenchmarks (torch, ``--threads`` threads): attainable matmul throughput in bfloat16 and
    float32 (square GEMMs, and the decode-shaped GEMM of the output layer: B x 640 @ 640 x 262144),
@@ -54,9 +54,8 @@ def matmul_gflops(dtype, m: int, k: int, n: int) -> float:
 
 
 def output_layer_gflops(dtype, batch: int, hidden: int = 640, vocab: int = 262144) -> dict[str, float]:
-    """The output layer's decode-shaped GEMM (W is vocab x hidden) in two forms: ``linear(h, W)``,
-    as the hf backend computes it, and ``W @ h.T``, the same product with the weight on the left
-    (torch picks other kernels for it; faster in isolation on some CPUs)."""
+    """The output layer's decode-shaped GEMM, as the hf backend computes it: ``linear(h, W)``
+    (option ``output_layer = "linear"``) and ``W @ h.T`` (``"mm"``); W is vocab x hidden."""
     import torch
     import torch.nn.functional as F
 
@@ -173,6 +172,8 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--hf-dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--output-layer", default="linear", choices=["linear", "mm"],
+                    help="the hf backend's output_layer option")
     args = ap.parse_args()
 
     import torch
@@ -200,7 +201,7 @@ def main() -> None:
 
     batches = [int(b) for b in args.batches.split(",")]
     data = Path(args.data)
-    hf = load_backend("hf", "gemma3-270m", dtype=args.hf_dtype, threads=args.threads)
+    hf = load_backend("hf", "gemma3-270m", dtype=args.hf_dtype, threads=args.threads, output_layer=args.output_layer)
     cost = gemma_cost(hf.model)
     print(f"gemma-3-270m: {cost.layer_params / 1e6:.1f}M layer weights + {cost.output_params / 1e6:.1f}M output "
           f"layer per step; KV {cost.kv_bytes_per_token / 1024:.1f} KiB/token")
@@ -211,6 +212,7 @@ def main() -> None:
             width = 2.0 if args.hf_dtype == "bfloat16" else 4.0
             backend, wbytes, gflops = hf, width * (cost.layer_params + cost.output_params), peak[args.hf_dtype]
             label = f"hf {'bf16' if width == 2 else 'fp32'}"
+            label += " (output layer mm)" if args.output_layer == "mm" else ""
         elif name == "llamacpp":
             wbytes = gguf_weight_bytes(str(known_model_path("gemma3-270m")))
             gflops, label = peak["float32"], "llamacpp Q4_K_M"

@@ -253,6 +253,30 @@ def test_the_output_layer_input_folds_into_one_matmul_when_weights_need_no_grad(
     assert len(seen) >= 4 and not multi, f"output layer inputs that matmul cannot fold: {multi}"
 
 
+def test_the_mm_output_layer_gives_the_linear_ones_logits_and_outputs(tiny_backend, tiny_model_dir):
+    """``output_layer="mm"`` computes the output layer as W @ h.T (faster on some CPUs): the same
+    logits to float32 rounding, the same greedy outputs, and the choice is in the signature."""
+    from pretty_align.backends import load_backend
+
+    mm = load_backend("hf", str(tiny_model_dir), output_layer="mm")
+    assert mm.signature()["output_layer"] == "mm" and "output_layer" not in tiny_backend.signature()
+    assert "forward" in vars(mm.model.get_output_embeddings())   # the layer's own forward is replaced
+    tok = tiny_backend.tokenizer
+    ids = encode_prompt(tok, "English: The cat sits on the mat.\nGerman:").ids
+    a, b = tiny_backend.session().logits(ids), mm.session().logits(ids)
+    assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-5) and not np.allclose(np.asarray(a), 0)
+    reqs = requests(tok)
+    dec = replace(NO_STOP, batch_size=4)
+    assert [g.new_ids for g in mm.generate(reqs, dec)] == [g.new_ids for g in tiny_backend.generate(reqs, dec)]
+
+
+def test_an_unknown_output_layer_is_refused(tiny_model_dir):
+    from pretty_align.backends import load_backend
+
+    with pytest.raises(InputError, match="options.output_layer"):
+        load_backend("hf", str(tiny_model_dir), output_layer="einsum")
+
+
 @pytest.mark.parametrize("native, resolved", [(True, "bfloat16"), (False, "float32")])
 def test_dtype_auto_is_bfloat16_only_where_the_cpu_has_it_and_the_signature_says_which(tiny_model_dir, monkeypatch,
                                                                                        native, resolved):
