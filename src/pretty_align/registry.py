@@ -3,8 +3,8 @@
 Looking up an unknown name raises a ``KeyError`` that lists what is available, so a typo in a
 config is answered with the valid choices.
 
-Third-party packages add to a registry without editing ours, through an entry point in the group
-``pretty_align.<kind>s`` (``pretty_align.backends``, ``.priors``, ``.tasks``, ``.metrics``)::
+Third-party packages add to a registry without editing ours, through an entry point in the registry's
+group (``pretty_align.backends``, ``pretty_align.priors``, ``pretty_align.tasks``, ``pretty_align.metrics``)::
 
     [project.entry-points."pretty_align.priors"]
     my-prior = "my_package.priors:MyPrior"

@@ -122,12 +122,17 @@ class Runner:
                                             max_prompt_tokens=self.cfg.task.max_prompt_tokens, store=self.store)
         return self._answerers[key]
 
+    def _strategy(self, pc: PriorConfig) -> str:
+        """The registered strategy a prior config names: the task's own version (``pos-pseudo``)
+        where the task has one (the config validated the name)."""
+        return strategy_for(self.task.registry_name, pc.strategy) or pc.strategy
+
     def _prior(self, pc: PriorConfig, k: int) -> Prior:
         params: dict[str, Any] = dict(pc.params)
         for name in ("dictionary", "stopwords", "command"):
             if getattr(pc, name) is not None:
                 params[name] = getattr(pc, name)
-        strategy = strategy_for(self.task.registry_name, pc.strategy) or pc.strategy   # config validated it
+        strategy = self._strategy(pc)
         if strategy != pc.strategy:   # a task's own version (pos-pseudo) is built from the task
             params["task"] = self.task
         cls = PRIORS.get(strategy)
@@ -159,7 +164,7 @@ class Runner:
         if self.reference is not None:
             out.append(Condition(REFERENCE, self.reference, None))
         for pc in self.cfg.priors:
-            takes_k = PRIORS.get(strategy_for(self.task.registry_name, pc.strategy) or pc.strategy).takes_k
+            takes_k = PRIORS.get(self._strategy(pc)).takes_k
             for k in (pc.k if takes_k else [0]):
                 label = pc.name or (f"{pc.strategy} k={k}" if takes_k else pc.strategy)
                 if len(pc.k) > 1 and pc.name:

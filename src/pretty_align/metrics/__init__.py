@@ -24,14 +24,9 @@ def default_metrics(tgt: Language, comet_checkpoint: str | None = None) -> list[
     """BLEU and chrF++ always; spBLEU (flores200) only when its SPM model is already local;
     off-target when the identifier knows ``tgt``; COMET only when a checkpoint path is given
     (then a missing file or package raises instead of being skipped: the user asked for it)."""
-    metrics: list[Metric] = [BLEU(), ChrFpp()]
-    if SpBLEU.available("flores200"):
-        metrics.append(SpBLEU("flores200"))
-    if tgt.iso1 in offtarget.known_languages():
-        metrics.append(OffTarget())
-    if comet_checkpoint is not None:
-        metrics.append(Comet(comet_checkpoint))
-    return metrics
+    metrics = [m for cls in (BLEU, ChrFpp, SpBLEU, OffTarget, Comet)
+               if (m := cls.for_report(comet_checkpoint=comet_checkpoint)) is not None]
+    return [m for m in metrics if not isinstance(m, OffTarget) or m.covers(tgt)]
 
 
 def report_metrics(names: Sequence[tuple[str, str]], *, comet_checkpoint: str | None = None,
