@@ -56,7 +56,7 @@ dictionary = "{shared_data / 'dictionaries/muse/en-de.txt'}"
 def test_pseudo_prior_brings_gemma_on_target(tmp_path, shared_data, gemma_gguf, tgt):
     """The method itself: with no prior the base model mostly answers off-target (English, or it
     runs on with the prompt); two tokens of a MUSE dictionary translation bring it to the target.
-    20 FLORES dev sentences, llamacpp backend, greedy."""
+    20 FLORES dev sentences, llamacpp backend (8 sequences per step), greedy."""
     require_module("llama_cpp", "-e '.[llamacpp]'")
     iso1 = get_language(tgt).iso1
     cfg = tmp_path / "offtarget.toml"
@@ -66,7 +66,7 @@ store = "{tmp_path / 'offtarget.sqlite'}"
 [base]
 model = "gemma3-270m"
 backend = "llamacpp"
-options = {{n_threads = 2}}
+options = {{n_threads = 2, parallel = 8}}
 [task]
 targets = ["{tgt}"]
 flores = "{shared_data / 'flores200'}"
