@@ -109,7 +109,7 @@ def run_pretty(rows, args) -> tuple[float, list[str]]:
     from pretty_align.backends.base import GenerationRequest
     from pretty_align.decoding import Decoding
 
-    backend = load_backend("hf", "gemma3-270m", dtype="float32", threads=args.threads)
+    backend = load_backend("hf", "gemma3-270m", dtype="float32", threads=args.threads, output_layer=args.output_layer)
     decoding = Decoding(max_new_tokens=args.max_new_tokens, stop=("\n",), loop_guard=False, batch_size=args.batch_size)
     reqs = [GenerationRequest(tuple(prompt), tuple(prior), args.max_new_tokens) for _, _, prompt, prior in rows]
     backend.generate(reqs[:args.batch_size], decoding)   # warm-up
@@ -177,6 +177,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--sft-adapter", default=str(ROOT / "runs" / "sft" / "gemma3-270m-mt" / "adapter"))
     ap.add_argument("--systems", default="pretty-align,lm-eval,generate")
+    ap.add_argument("--output-layer", choices=("linear", "mm"), default="mm",
+                    help="pretty-align's hf option output_layer (lm-eval and generate run transformers' own)")
     ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
     args = ap.parse_args()
     if not Path(args.sft_adapter).is_dir():
@@ -189,7 +191,7 @@ def main() -> None:
     rows, conds, tok = build_requests(args)
     print(f"requests: {len(rows)} ({args.n} sentences x {conds}), built in {time.time() - t0:.0f}s; "
           f"adapter {args.sft_adapter}; float32, batch {args.batch_size}, {args.max_new_tokens} new tokens max, "
-          f"{args.threads} threads", flush=True)
+          f"{args.threads} threads; pretty-align output_layer={args.output_layer}", flush=True)
     checkpoint = hf_checkpoint(tok)
     results: dict[str, tuple[float, list[str]]] = {}
     for name in args.systems.split(","):
