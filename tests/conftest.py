@@ -27,6 +27,10 @@ DATA = Path(os.environ.get("PRETTY_DATA") or Path(__file__).resolve().parents[2]
 # fixtures use it, deliberately, so that a ~50 s conversion or a download happens once per machine.
 USER_CACHE = os.environ.get("PRETTY_ALIGN_CACHE", str(Path.home() / ".cache" / "pretty_align"))
 IN_CI = os.environ.get("CI") == "true"
+# llama.cpp threads per test process. Under pytest-xdist each worker gets one: ggml's threads wait
+# for each other at every op, and two workers' two-thread pools on two cores stall each other (a
+# 20 s test took 162 s in one such run). Results do not depend on it (ggml splits output rows).
+LLAMA_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 
 
 def require(ok: bool, reason: str) -> None:

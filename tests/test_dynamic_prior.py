@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_bytelevel_tokenizer, build_model
+from conftest import LLAMA_THREADS, build_bytelevel_tokenizer, build_model
 from pretty_align.backends import load_backend
 from pretty_align.backends.base import GenerationRequest
 from pretty_align.decoding import Decoding
@@ -300,8 +300,8 @@ def test_llamacpp_runs_the_step_hook_and_its_helper_follows_incrementally(gemma_
     from conftest import require_module
 
     require_module("llama_cpp", "-e '.[llamacpp]'")
-    base = load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=512)
-    helper = load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=512)
+    base = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=512)
+    helper = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=512)
     task = TranslationTask("eng_Latn", texts=SOURCES[:3])
     dec = replace(DEC, max_new_tokens=12)
     plain = Answerer(base, task, dec).answer(examples(task))
@@ -317,7 +317,7 @@ def test_llamacpp_runs_the_step_hook_and_its_helper_follows_incrementally(gemma_
         assert r.hook.finish(len(a.new_ids))["helper_share"] == 1.0
         picks = len(a.new_ids) + (a.stop_reason == "eos")   # an EOS pick is not in new_ids
         assert s.evaluated == len(a.prompt.ids) + picks - 1
-    parallel = load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=512, parallel=3)
+    parallel = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=512, parallel=3)
     built = prior.build([PriorItem(e, a_base.prompt(e)[0]) for e in exs], parallel.tokenizer)
     batched = Answerer(parallel, task, dec).answer(exs, hooks=[r.hook for r in built])
     assert sum(x.new_ids[:2] == y.new_ids[:2] for x, y in zip(batched, plain)) >= 2

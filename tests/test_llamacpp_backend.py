@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import require_module
+from conftest import LLAMA_THREADS, require_module
 
 require_module("llama_cpp", "-e '.[llamacpp]'")
 
@@ -32,7 +32,7 @@ def gemma_path(gemma_gguf) -> str:
 
 @pytest.fixture(scope="module")
 def backend(gemma_path) -> LlamaCppBackend:
-    return load_backend("llamacpp", "gemma3-270m", n_threads=2, n_ctx=512, n_batch=N_BATCH)
+    return load_backend("llamacpp", "gemma3-270m", n_threads=LLAMA_THREADS, n_ctx=512, n_batch=N_BATCH)
 
 
 def plain_greedy(llm, ids: list[int], n: int) -> list[int]:
@@ -64,7 +64,7 @@ def test_greedy_equals_a_plain_llama_cpp_loop_and_priors_are_honoured(backend, g
     done: list[int] = []
     gens = backend.generate(reqs, NO_STOP, on_done=lambda i, g: done.append(i))
     assert sorted(done) == [0, 1, 2]
-    ref = llama_cpp.Llama(model_path=gemma_path, n_ctx=512, n_batch=N_BATCH, n_ubatch=N_BATCH, n_threads=2,
+    ref = llama_cpp.Llama(model_path=gemma_path, n_ctx=512, n_batch=N_BATCH, n_ubatch=N_BATCH, n_threads=LLAMA_THREADS,
                           verbose=False)
     for req, gen in zip(reqs, gens):
         assert gen.new_ids == plain_greedy(ref, req.input_ids, 4) and gen.stop_reason == "length"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require_module
+from conftest import LLAMA_THREADS, require_module
 
 require_module("llama_cpp", "-e '.[llamacpp]'")
 
@@ -28,7 +28,7 @@ SENTENCES = ["The cat sits on the mat.", "The dog runs in the park.", "It rained
 
 @pytest.fixture(scope="module")
 def parallel(gemma_gguf):
-    return load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=256, parallel=4)
+    return load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=256, parallel=4)
 
 
 def prompt(tok, text: str):
@@ -64,7 +64,7 @@ def chunked_greedy(llm, req: GenerationRequest, n: int) -> list[int]:
 def test_a_request_alone_equals_a_plain_loop_over_the_same_chunks(parallel, gemma_gguf):
     import llama_cpp
 
-    ref = llama_cpp.Llama(model_path=str(gemma_gguf), n_ctx=256, n_batch=512, n_ubatch=512, n_threads=2,
+    ref = llama_cpp.Llama(model_path=str(gemma_gguf), n_ctx=256, n_batch=512, n_ubatch=512, n_threads=LLAMA_THREADS,
                           logits_all=True, verbose=False)
     for req in requests(parallel.tokenizer)[:6]:
         [gen] = parallel.generate([req], NO_STOP)
@@ -95,7 +95,7 @@ def test_batches_are_deterministic_order_free_and_share_each_prompt(parallel):
 
 @pytest.mark.real_model
 def test_batched_outputs_stop_like_serial_ones_and_mostly_agree(parallel, gemma_gguf):
-    serial = load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=256)
+    serial = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=256)
     reqs = requests(parallel.tokenizer)
     decoding = Decoding(max_new_tokens=24)
     a, b = serial.generate(reqs, decoding), parallel.generate(reqs, decoding)
@@ -125,7 +125,7 @@ def test_parallel_refusals_name_the_field():
 
 @pytest.mark.real_model
 def test_a_request_that_cannot_fit_fails_the_batch_before_any_decoding(parallel, gemma_gguf):
-    serial = load_backend("llamacpp", str(gemma_gguf), n_threads=2, n_ctx=256)
+    serial = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=256)
     good = requests(parallel.tokenizer)[:3]
     too_long = GenerationRequest(tuple([2] + [669] * 250), (), 64)
     for backend in (serial, parallel):

