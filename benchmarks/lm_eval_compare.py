@@ -11,6 +11,8 @@ which it tokenizes itself (the output counts the contexts whose ids then equal o
 ``generate`` as the same ids, left-padded. All greedy, float32, batch size ``--batch-size``, the
 same ``--max-new-tokens`` for every request and the stop string "\\n"; pretty-align's loop guard
 is off so that the three stop by the same rule.
+pretty-align's hf backend computes the output layer as ``--output-layer`` says (default ``mm``,
+its fastest float32 form on an AVX2 CPU; ``linear`` is transformers' own, which the other two run).
 
 Reported: wall time, outputs/s, the speed ratio, and the share of identical outputs (the text
 before the first newline, stripped). Targets: pretty-align >= 3x faster than lm-eval, with >= 95%
