@@ -6,8 +6,9 @@ that could matter (flash attention forced off/on, an f32 KV cache, a small ``n_c
 
 Requests: ``--n`` FLORES devtest translation prompts (benchmarks/roofline.py's), no prior, no stop
 string, ``--new-tokens`` greedy tokens each, all handed to one ``generate`` call (continuous
-batching over ``--parallel`` slots) after a warm-up call. Each variant loads the backend afresh;
-the context settings are applied to the parallel decoder's llama.cpp context. Run it on an otherwise
+batching over ``--parallel`` slots) after a warm-up call. Each variant loads the backend afresh
+(context settings are fixed when a context is created) and applies its settings to every llama.cpp
+context the backend creates; the parallel decoder's is the one that decodes. Run it on an otherwise
 idle machine: it times everything.
 """
 
@@ -67,7 +68,8 @@ def run(args, fields: dict, options: dict, profile: bool = False) -> tuple[float
     share = None
     if prof:
         stats = pstats.Stats(prof).stats   # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
-        share = sum(v[2] for k, v in stats.items() if k[2] == "_decode") / wall
+        share = sum(v[2] for (path, _, name), v in stats.items()
+                    if name == "_decode" and path.endswith("llamacpp.py")) / wall   # ParallelDecoder._decode
     return wall, sum(len(g.new_ids) for g in out), share
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LLAMA_THREADS, build_bytelevel_tokenizer, build_model
+from conftest import LLAMA_THREADS, build_bytelevel_tokenizer, build_model, require_module
 from pretty_align.backends import load_backend
 from pretty_align.backends.base import GenerationRequest
 from pretty_align.decoding import Decoding
@@ -297,8 +297,6 @@ def test_llamacpp_runs_the_step_hook_and_its_helper_follows_incrementally(gemma_
     """gemma-3-270m on llama.cpp as base and as its own helper (two contexts), tau = 1: every token
     is the helper's, so the output is the plain greedy one, and the helper's session evaluated each
     prompt once and then one token per step (no second full decode)."""
-    from conftest import require_module
-
     require_module("llama_cpp", "-e '.[llamacpp]'")
     base = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=512)
     helper = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=512)

@@ -99,44 +99,54 @@ def project(model, hidden):
 OUTPUT_LAYERS = ("linear", "mm")
 
 
-def _canonical_output_input(model, output_layer: str = "linear") -> None:
-    """Give the output layer its input with canonical strides, and (``output_layer="mm"``) compute
-    it as ``W @ h.T`` instead of ``linear(h, W)``.
+def _prepare_output_layer(model, output_layer: str = "linear") -> None:
+    """Set how the output layer computes ``h W^T``: ``linear`` (transformers' own, with its input
+    given canonical strides) or ``mm`` (``W @ h.T``).
 
-    With ``logits_to_keep=1`` the output layer gets ``hidden[:, -1:, :]``, whose batch stride is the
-    whole sequence's. ``torch.matmul`` folds a 3-D input into one ``mm`` only when the weight
-    requires grad or the leading strides are canonical; otherwise it broadcasts the weight to a
-    ``bmm`` and copies it (262k x 640 for gemma-3, ~1.2 s per batch row on 2 cores). A merged LoRA
+    ``linear``: with ``logits_to_keep=1`` the output layer gets ``hidden[:, -1:, :]``, whose batch
+    stride is the whole sequence's. ``torch.matmul`` folds a 3-D input into one ``mm`` only when the
+    weight requires grad or the leading strides are canonical; otherwise it broadcasts the weight to
+    a ``bmm`` and copies it (262k x 640 for gemma-3, ~1.2 s per batch row on 2 cores). A merged LoRA
     adapter leaves the weights with ``requires_grad=False``, so every multi-token forward of the SFT
     counterpart (a prefill, a helper catching up) paid that copy. Copying the B x 640 slice costs
     nothing and gives the same values.
 
-    ``mm``: the same product with the weight as the left operand. On an AVX2 CPU (2 cores, float32)
-    torch runs the decode-shaped GEMM (B x 640 @ 640 x 262144) 2.0x faster at B = 8 and 1.6x at
-    B = 32 this way, and no faster in bfloat16 (benchmarks/roofline.py --output-layer); values
-    differ from ``linear`` in the last bits, so the choice is part of the backend's signature."""
-    import torch
-
+    ``mm``: the same product with the weight as the left operand, on a 2-D view of the input (so
+    the strides above do not matter). On an AVX2 CPU (2 cores, float32) torch runs the
+    decode-shaped GEMM (B x 640 @ 640 x 262144) 2.0x faster at B = 8 and 1.6x at B = 32 this way,
+    and no faster in bfloat16 (benchmarks/roofline.py --output-layer); values differ from
+    ``linear`` in the last bits, so the choice is part of the backend's signature."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         return
     if output_layer == "mm":
-        def forward(x):
-            flat = x.reshape(-1, x.shape[-1])
-            out = torch.mm(head.weight, flat.t()).t()
-            if head.bias is not None:
-                out = out + head.bias
-            return out.reshape(*x.shape[:-1], out.shape[-1])
+        head.forward = _weight_left_forward(head)
+    else:
+        head.register_forward_pre_hook(_canonical_input)
 
-        head.forward = forward
 
-    def canonical(_module, args):
-        x = args[0]
-        if all(x.stride(i) == x.stride(i + 1) * x.shape[i + 1] for i in range(x.dim() - 2)):
-            return None   # matmul folds it already
-        return (x.clone(memory_format=torch.contiguous_format), *args[1:])
+def _weight_left_forward(head):
+    """``head``'s forward as ``(W @ h.T).T`` (+ bias) over ``h`` flattened to 2-D."""
+    import torch
 
-    head.register_forward_pre_hook(canonical)
+    def forward(x):
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.mm(head.weight, flat.t()).t()
+        if head.bias is not None:
+            out = out + head.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    return forward
+
+
+def _canonical_input(_module, args):
+    """Forward pre-hook: the input with canonical strides where ``matmul`` could not fold it."""
+    import torch
+
+    x = args[0]
+    if all(x.stride(i) == x.stride(i + 1) * x.shape[i + 1] for i in range(x.dim() - 2)):
+        return None   # matmul folds it already
+    return (x.clone(memory_format=torch.contiguous_format), *args[1:])
 
 
 @BACKENDS.register("hf")
@@ -164,7 +174,7 @@ class HFBackend(Backend):
         self.merge_adapter = bool(adapter) and merge_adapter
         if adapter:
             self._load_adapter(adapter)
-        _canonical_output_input(self.model, output_layer)
+        _prepare_output_layer(self.model, output_layer)
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token
         has_template = getattr(self._tok, "chat_template", None) is not None
