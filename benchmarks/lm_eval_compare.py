@@ -12,7 +12,9 @@ which it tokenizes itself (the output counts the contexts whose ids then equal o
 same ``--max-new-tokens`` for every request and the stop string "\\n"; pretty-align's loop guard
 is off so that the three stop by the same rule.
 pretty-align's hf backend computes the output layer as ``--output-layer`` says (default ``mm``,
-its fastest float32 form on an AVX2 CPU; ``linear`` is transformers' own, which the other two run).
+its fastest float32 form on an AVX2 CPU; ``linear`` is transformers' own, which the other two run);
+``--prepack`` runs every linear layer, the output layer included, through oneDNN over weights packed
+once at load (the backend's ``prepack`` option; then the output layer is not ``mm``).
 
 Reported: wall time, outputs/s, the speed ratio, and the share of identical outputs (the text
 before the first newline, stripped). Targets: pretty-align >= 3x faster than lm-eval, with >= 95%
@@ -111,7 +113,8 @@ def run_pretty(rows, args) -> tuple[float, list[str]]:
     from pretty_align.backends.base import GenerationRequest
     from pretty_align.decoding import Decoding
 
-    backend = load_backend("hf", "gemma3-270m", dtype="float32", threads=args.threads, output_layer=args.output_layer)
+    backend = load_backend("hf", "gemma3-270m", dtype="float32", threads=args.threads,
+                           output_layer="linear" if args.prepack else args.output_layer, prepack=args.prepack)
     decoding = Decoding(max_new_tokens=args.max_new_tokens, stop=("\n",), loop_guard=False, batch_size=args.batch_size)
     reqs = [GenerationRequest(tuple(prompt), tuple(prior), args.max_new_tokens) for _, _, prompt, prior in rows]
     backend.generate(reqs[:args.batch_size], decoding)   # warm-up
@@ -181,6 +184,8 @@ def main() -> None:
     ap.add_argument("--systems", default="pretty-align,lm-eval,generate")
     ap.add_argument("--output-layer", choices=("linear", "mm"), default="mm",
                     help="pretty-align's hf option output_layer (lm-eval and generate run transformers' own)")
+    ap.add_argument("--prepack", action="store_true",
+                    help="pretty-align's hf option prepack (oneDNN over weights packed once; implies output layer linear)")
     ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
     args = ap.parse_args()
     if not Path(args.sft_adapter).is_dir():
@@ -193,7 +198,8 @@ def main() -> None:
     rows, conds, tok = build_requests(args)
     print(f"requests: {len(rows)} ({args.n} sentences x {conds}), built in {time.time() - t0:.0f}s; "
           f"adapter {args.sft_adapter}; float32, batch {args.batch_size}, {args.max_new_tokens} new tokens max, "
-          f"{args.threads} threads; pretty-align output_layer={args.output_layer}", flush=True)
+          f"{args.threads} threads; pretty-align "
+          f"{'prepack' if args.prepack else f'output_layer={args.output_layer}'}", flush=True)
     checkpoint = hf_checkpoint(tok)
     results: dict[str, tuple[float, list[str]]] = {}
     for name in args.systems.split(","):

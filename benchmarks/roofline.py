@@ -3,6 +3,7 @@
     python benchmarks/roofline.py                       # microbenchmarks, ceilings, hf and llamacpp
     python benchmarks/roofline.py --backends hf --batches 8 --profile   # + where an hf step's time goes
     python benchmarks/roofline.py --backends hf --hf-dtype float32 --output-layer mm   # other hf settings
+    python benchmarks/roofline.py --backends hf --batches 1,8 --prepack   # hf with oneDNN-prepacked weights
 
 1. Microbenchmarks (torch, ``--threads`` threads): attainable matmul throughput in bfloat16 and
    float32 (square GEMMs, and the decode-shaped GEMM of the output layer: B x 640 @ 640 x 262144),
@@ -55,14 +56,20 @@ def matmul_gflops(dtype, m: int, k: int, n: int) -> float:
 
 def output_layer_gflops(dtype, batch: int, hidden: int = 640, vocab: int = 262144) -> dict[str, float]:
     """The output layer's decode-shaped GEMM, as the hf backend computes it: ``linear(h, W)``
-    (option ``output_layer = "linear"``) and ``W @ h.T`` (``"mm"``); W is vocab x hidden."""
+    (option ``output_layer = "linear"``), ``W @ h.T`` (``"mm"``) and oneDNN over a weight packed
+    once (``prepack = true``, where torch has oneDNN for this dtype); W is vocab x hidden."""
     import torch
     import torch.nn.functional as F
 
     w, h = torch.randn(vocab, hidden).to(dtype), torch.randn(batch, hidden).to(dtype)
     flops = 2 * batch * hidden * vocab
-    return {"linear": flops / _best(lambda: F.linear(h, w), 3) / 1e9,
-            "mm": flops / _best(lambda: torch.mm(w, h.t()), 3) / 1e9}
+    out = {"linear": flops / _best(lambda: F.linear(h, w), 3) / 1e9,
+           "mm": flops / _best(lambda: torch.mm(w, h.t()), 3) / 1e9}
+    if torch.backends.mkldnn.is_available() and (dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 8)
+        out["prepacked"] = flops / _best(lambda: torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], ""),
+                                         3) / 1e9
+    return out
 
 
 def bandwidth_gbs() -> float:
@@ -171,6 +178,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="requests per batch size = rounds x batch")
     ap.add_argument("--data", default=os.environ.get("PRETTY_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--prepack", action="store_true", help="the hf backend's prepack option (oneDNN, weights packed once)")
     ap.add_argument("--hf-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     ap.add_argument("--output-layer", default="linear", choices=["linear", "mm"],
                     help="the hf backend's output_layer option")
@@ -192,7 +200,7 @@ def main() -> None:
     gbs = bandwidth_gbs()
     print(f"matmul: bf16 (1024^3) {peak['bfloat16']:.1f} GFLOP/s, fp32 (2048^3) {peak['float32']:.1f} GFLOP/s; "
           f"memory bandwidth {gbs:.1f} GB/s")
-    for form in ("linear", "mm"):
+    for form in out_layer[1]:
         print(f"output-layer GEMM (B x 640 @ 640 x 262144, {args.hf_dtype}, {form}): "
               + ", ".join(f"B={b} {g[form]:.1f} GFLOP/s" for b, g in out_layer.items()))
 
@@ -201,7 +209,8 @@ def main() -> None:
 
     batches = [int(b) for b in args.batches.split(",")]
     data = Path(args.data)
-    hf = load_backend("hf", "gemma3-270m", dtype=args.hf_dtype, threads=args.threads, output_layer=args.output_layer)
+    hf = load_backend("hf", "gemma3-270m", dtype=args.hf_dtype, threads=args.threads, output_layer=args.output_layer,
+                      prepack=args.prepack)
     cost = gemma_cost(hf.model)
     print(f"gemma-3-270m: {cost.layer_params / 1e6:.1f}M layer weights + {cost.output_params / 1e6:.1f}M output "
           f"layer per step; KV {cost.kv_bytes_per_token / 1024:.1f} KiB/token")
@@ -213,6 +222,7 @@ def main() -> None:
             backend, wbytes, gflops = hf, width * (cost.layer_params + cost.output_params), peak[args.hf_dtype]
             label = f"hf {'bf16' if width == 2 else 'fp32'}"
             label += " (output layer mm)" if args.output_layer == "mm" else ""
+            label += " (prepacked)" if args.prepack else ""
         elif name == "llamacpp":
             wbytes = gguf_weight_bytes(str(known_model_path("gemma3-270m")))
             gflops, label = peak["float32"], "llamacpp Q4_K_M"

@@ -277,6 +277,55 @@ def test_an_unknown_output_layer_is_refused(tiny_model_dir):
         load_backend("hf", str(tiny_model_dir), output_layer="einsum")
 
 
+def test_prepacked_linears_give_the_same_outputs_batched_and_alone_and_are_signed(tiny_backend, tiny_model_dir):
+    """``prepack = true`` runs every linear layer through oneDNN over weights laid out once at load:
+    in float32 the logits match torch's own linear to rounding, greedy outputs are the same, batched
+    equals one at a time, and the signature says so."""
+    from pretty_align.backends import load_backend
+
+    packed = load_backend("hf", str(tiny_model_dir), prepack=True)
+    assert packed.signature()["prepack"] is True and "prepack" not in tiny_backend.signature()
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in packed.model.modules())
+    assert n_linear > 2 and sum("forward" in vars(m) for m in packed.model.modules()) == n_linear
+    tok = tiny_backend.tokenizer
+    ids = encode_prompt(tok, "English: The cat sits on the mat.\nGerman:").ids
+    a, b = tiny_backend.session().logits(ids), packed.session().logits(ids)
+    assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-5) and not np.allclose(np.asarray(a), 0)
+    reqs = requests(tok)
+    single = [packed.generate([r], replace(NO_STOP, batch_size=1))[0].new_ids for r in reqs]
+    batched = [g.new_ids for g in packed.generate(reqs, replace(NO_STOP, batch_size=4))]
+    assert batched == single == [g.new_ids for g in tiny_backend.generate(reqs, replace(NO_STOP, batch_size=4))]
+
+
+def test_prepack_in_bfloat16_is_bit_identical_where_the_cpu_has_bf16_and_refused_elsewhere(tiny_model_dir):
+    """In bfloat16 torch's linear already runs oneDNN, reordering the weight on every call; packed
+    once, the logits are the same bits. On a CPU without oneDNN bf16 the option is refused."""
+    from pretty_align.backends import load_backend
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        with pytest.raises(InputError, match="options.prepack"):
+            load_backend("hf", str(tiny_model_dir), dtype="bfloat16", prepack=True)
+        return
+    plain = load_backend("hf", str(tiny_model_dir), dtype="bfloat16")
+    packed = load_backend("hf", str(tiny_model_dir), dtype="bfloat16", prepack=True)
+    tok = plain.tokenizer
+    ids = encode_prompt(tok, "English: The cat sits on the mat.\nGerman:").ids
+    assert np.array_equal(np.asarray(plain.session().logits(ids)), np.asarray(packed.session().logits(ids)))
+    reqs = requests(tok)
+    dec = replace(NO_STOP, batch_size=4)
+    assert [g.new_ids for g in packed.generate(reqs, dec)] == [g.new_ids for g in plain.generate(reqs, dec)]
+
+
+@pytest.mark.parametrize("options, field", [({"prepack": True, "output_layer": "mm"}, "options.output_layer"),
+                                            ({"prepack": True, "dtype": "float16"}, "options.prepack"),
+                                            ({"prepack": "yes"}, "options.prepack")])
+def test_prepack_nonsense_is_refused(tiny_model_dir, options, field):
+    from pretty_align.backends import load_backend
+
+    with pytest.raises(InputError, match=field):
+        load_backend("hf", str(tiny_model_dir), **options)
+
+
 @pytest.mark.parametrize("native, resolved", [(True, "bfloat16"), (False, "float32")])
 def test_dtype_auto_is_bfloat16_only_where_the_cpu_has_it_and_the_signature_says_which(tiny_model_dir, monkeypatch,
                                                                                        native, resolved):
