@@ -1,6 +1,6 @@
 """Wall time of the dynamic prior against base-only and SFT-only decoding (issue 13.1).
 
-    python benchmarks/dynamic.py --n 50 --tgt deu_Latn --tau 0.2 --k 1 [--parallel 8] [--threads 2]
+    python benchmarks/dynamic.py --n 50 --tgt deu_Latn --tau 0.2 --k 1 [--parallel 8] [--threads 2] [--prepack]
 
 gemma-3-270m (the GGUF, llamacpp backend, ``--parallel`` sequences per step as in the presets)
 decodes FLORES devtest sentences three ways, after every model is loaded (load times are printed
@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--adapter", default=str(ADAPTER))
+    ap.add_argument("--prepack", action="store_true",
+                    help="the counterpart's hf option prepack (oneDNN over weights packed once at load)")
     args = ap.parse_args()
     if not Path(args.adapter, "adapter_config.json").is_file():
         sys.exit(f"no SFT adapter at {args.adapter}: build it with `pretty-align sft configs/sft-gemma.toml`")
@@ -70,7 +72,8 @@ def main() -> None:
     base, t_base_load = timed(lambda: load_backend("llamacpp", "gemma3-270m", n_threads=args.threads,
                                                                  parallel=args.parallel))
     sft, t_sft_load = timed(lambda: load_backend("hf", "gemma3-270m", adapter=args.adapter,
-                                                              dtype="bfloat16", threads=args.threads))
+                                                              dtype="bfloat16", threads=args.threads,
+                                                              prepack=args.prepack))
     a_base, a_sft = Answerer(base, task, dec), Answerer(sft, task, dec)
     for ex in exs:   # prompts are encoded before any timing
         a_base.prompt(ex), a_sft.prompt(ex)
@@ -93,7 +96,7 @@ def main() -> None:
     helper = sum(t["helper_tokens"] for t in traces)
     result = {
         "n": len(exs), "tgt": args.tgt, "tau": args.tau, "margin": args.margin, "k": args.k,
-        "parallel": args.parallel, "threads": args.threads, "code": code_revision(),
+        "parallel": args.parallel, "threads": args.threads, "prepack": args.prepack, "code": code_revision(),
         "load_s": {"base": round(t_base_load, 1), "sft": round(t_sft_load, 1)},
         "wall_s": {k: round(v, 1) for k, v in walls.items()}, "tokens": tokens,
         "tokens_per_s": {k: round(tokens[k] / walls[k], 1) for k in walls},
