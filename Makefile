@@ -5,11 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(abspath ../shared/data)
 export PRETTY_DATA := $(DATA)
 
-.PHONY: venv tools demo test bench paper quick clean
-
-# `make test` and `make demo` set up the venv and Debian's tools at the same time (apt works while
-# llama-cpp-python compiles); recipes themselves still run line by line.
-MAKEFLAGS += --jobs=2
+.PHONY: venv tools setup demo test bench paper quick clean
 
 # llama-cpp-python is built from its sdist once, then pip's wheel cache serves every later venv.
 # Build only what the Python package loads: no multimodal (mtmd/llava) library, no tests, tools,
@@ -48,6 +44,11 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# The venv and Debian's tools at the same time (apt works while llama-cpp-python compiles). Only
+# here, not as a global --jobs: `make clean test` must still clean before it builds.
+setup:
+	@$(MAKE) --no-print-directory --jobs=2 venv tools
+
 # Apertium (Debian) is the real program behind the command prior's test, and Chromium renders the
 # HTML report's example browser in its tests; installed once, as root.
 tools:
@@ -62,7 +63,7 @@ tools:
 
 # The main job: the quick preset of `reproduce` (a small SFT counterpart, then base vs base + prior vs
 # SFT on translation, summarization and POS, and the decision-space analysis; ~15 min on 2 cores).
-demo: venv tools
+demo: setup
 	@test -d "$(DATA)/flores200" || { echo "FLORES not found under $(DATA). Run: make demo DATA=/path/to/data" \
 	  "(a folder with flores200/ and dictionaries/muse/, see README 'Set-up')"; exit 2; }
 	time $(BIN)/pretty-align reproduce --preset quick
@@ -70,15 +71,15 @@ demo: venv tools
 # Two pytest workers (pytest-xdist): the suite is mostly single-threaded Python and tiny models, so
 # two processes use both cores (tests never depend on order or on what another test left behind).
 PYTEST_WORKERS ?= 2
-test: venv tools
+test: setup
 	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS)
 
 # The paper's evidence in one resumable command (results/<preset>/); kill and rerun to continue.
-paper: venv tools
+paper: setup
 	$(BIN)/pretty-align reproduce --preset paper
 	$(BIN)/python scripts/readme_tables.py      # README blocks marked results: paper/README.md#...
 
-quick: venv tools
+quick: setup
 	$(BIN)/pretty-align reproduce --preset quick
 	$(BIN)/python scripts/readme_tables.py      # the README's result tables, copied from results/quick
 
