@@ -61,14 +61,19 @@ def output_layer_gflops(dtype, batch: int, hidden: int = 640, vocab: int = 26214
     import torch
     import torch.nn.functional as F
 
+    from pretty_align.backends.hf import check_prepack, packed_linear
+    from pretty_align.errors import InputError
+
     w, h = torch.randn(vocab, hidden).to(dtype), torch.randn(batch, hidden).to(dtype)
     flops = 2 * batch * hidden * vocab
     out = {"linear": flops / _best(lambda: F.linear(h, w), 3) / 1e9,
            "mm": flops / _best(lambda: torch.mm(w, h.t()), 3) / 1e9}
-    if torch.backends.mkldnn.is_available() and (dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, 8)
-        out["prepacked"] = flops / _best(lambda: torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], ""),
-                                         3) / 1e9
+    try:
+        check_prepack(str(dtype).removeprefix("torch."))
+    except InputError:
+        return out   # no oneDNN (or no oneDNN bf16) here: the backend would refuse prepack too
+    packed = packed_linear(w)
+    out["prepacked"] = flops / _best(lambda: packed(h), 3) / 1e9
     return out
 
 

@@ -146,7 +146,7 @@ def _weight_left_forward(head):
 PREPACK_BATCH_HINT = 8   # oneDNN lays the weights out for this many rows; any row count works
 
 
-def _prepack_linears(model) -> int:
+def _prepack_linears(model) -> None:
     """Give every ``nn.Linear`` (the output layer included; LoRA's too, merged or not) a forward
     through oneDNN's linear kernel over a weight laid out for it once at load, instead of per call.
 
@@ -156,20 +156,19 @@ def _prepack_linears(model) -> int:
     CPU (benchmarks/roofline.py --prepack), with bit-identical bfloat16 values. In
     float32 the kernel differs from torch's (MKL), so the last bits of the logits do too: the
     choice is in the signature. Invariant: the module's own ``weight`` stays as it was (the tied
-    input embedding reads it); the packed copy costs that much memory again. Returns the count."""
+    input embedding reads it); the packed copy costs that much memory again."""
     import torch
 
-    count = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
-            packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), PREPACK_BATCH_HINT)
-            module.forward = _packed_forward(packed, module.bias)
-            count += 1
-    return count
+            module.forward = packed_linear(module.weight, module.bias)
 
 
-def _packed_forward(packed, bias):
+def packed_linear(weight, bias=None):
+    """``x -> linear(x, weight, bias)`` through oneDNN, ``weight`` laid out for it once, now."""
     import torch
+
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PREPACK_BATCH_HINT)
 
     def forward(x):
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
@@ -177,8 +176,9 @@ def _packed_forward(packed, bias):
     return forward
 
 
-def _check_prepack(dtype: str) -> None:
-    """``prepack`` needs torch built with oneDNN, and for bfloat16 a CPU whose oneDNN has bf16."""
+def check_prepack(dtype: str) -> None:
+    """``prepack`` needs torch built with oneDNN, and for bfloat16 a CPU whose oneDNN has bf16;
+    raises ``InputError`` (field ``options.prepack``) saying which is missing."""
     import torch
 
     if dtype not in {"float32", "bfloat16"}:
@@ -219,7 +219,7 @@ class HFBackend(Backend):
         if not isinstance(prepack, bool):
             raise InputError(f"prepack must be true or false, not {prepack!r}", field="options.prepack")
         if prepack:
-            _check_prepack(dtype)
+            check_prepack(dtype)
             if output_layer != "linear":
                 raise InputError(f"prepack replaces every linear layer, the output layer included: it cannot be "
                                  f"combined with output_layer '{output_layer}'", field="options.output_layer")
