@@ -235,7 +235,8 @@ def worker(name: str, spec_path: str, out_path: str, args) -> None:
     gguf = str(known_model_path("gemma3-270m"))
     server = None
     if name in ("hf", "hf-noreuse"):
-        backend = load_backend("hf", "gemma3-270m", dtype=args.dtype, prefix_reuse=name == "hf", threads=args.threads)
+        backend = load_backend("hf", "gemma3-270m", dtype=args.dtype, prefix_reuse=name == "hf", threads=args.threads,
+                               prepack=args.prepack)
     elif name == "llamacpp":
         backend = load_backend("llamacpp", "gemma3-270m", n_threads=args.threads)
     elif name == "llamacpp-batched":
@@ -277,6 +278,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--prepack", action="store_true", help="hf backends: option prepack = true (oneDNN linears)")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--parallel", type=int, default=8, help="sequences per step of llamacpp-batched")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -297,7 +299,7 @@ def main() -> None:
     for name in args.backends.split(","):
         cmd = [sys.executable, __file__, "--worker", name, "--spec", str(tmp / "spec.json"), "--out",
                str(tmp / f"{name}.json"), "--dtype", args.dtype, "--threads", str(args.threads),
-               "--concurrency", str(args.concurrency), "--parallel", str(args.parallel)]
+               "--concurrency", str(args.concurrency), "--parallel", str(args.parallel)] + ["--prepack"] * args.prepack
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             print(f"{name:>16}: unavailable ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'})")
