@@ -15,6 +15,8 @@ Each backend runs in its own process (so peak RSS is its own), the requests in c
 
 * ``hf``             HF backend, prefix reuse on (one prefill per example, cache forked per prior)
 * ``hf-noreuse``     HF backend, prefix reuse off
+  (``--prepack``: both with the hf option ``prepack = true``; ``--dtype bfloat16 --batch-size 32
+  --prepack`` is the presets' base, configs/shared/gemma-hf.toml)
 * ``llamacpp``       llamacpp backend (the GGUF itself; prompt-cache reuse between conditions)
 * ``llamacpp-batched`` llamacpp backend with ``parallel=--parallel`` (default 8) sequences per
                      ``llama_decode`` (continuous batching, one prompt shared by its prior variants)
