@@ -17,6 +17,25 @@ def test_merge_tables_and_replace_the_rest():
     assert base["task"]["n"] == 50   # inputs untouched
 
 
+def test_a_later_file_that_changes_the_backend_drops_the_earlier_backends_options(tmp_path, shared_data):
+    """Options belong to a backend: llama.cpp's ``n_threads`` must not reach an hf model (which refuses
+    it); the same backend keeps merging its options key by key."""
+    llama = {"model": "m", "backend": "llamacpp", "options": {"n_threads": 1, "n_ctx": 2048}}
+    assert merge({"base": llama}, {"base": {"backend": "hf", "dtype": "auto"}}) == \
+        {"base": {"model": "m", "backend": "hf", "dtype": "auto"}}
+    assert merge({"base": llama}, {"base": {"backend": "hf", "options": {"prepack": True}}})["base"]["options"] == \
+        {"prepack": True}
+    assert merge({"base": llama}, {"base": {"backend": "llamacpp", "options": {"n_ctx": 512}}})["base"]["options"] == \
+        {"n_threads": 1, "n_ctx": 512}
+    assert merge({"base": llama}, {"base": {"options": {"n_ctx": 512}}})["base"]["options"] == \
+        {"n_threads": 1, "n_ctx": 512}   # no backend named: the same backend
+    (tmp_path / "llama.toml").write_text('[base]\nmodel = "fake:echo"\nbackend = "llamacpp"\n'
+                                         'options = { n_threads = 1 }\n')
+    (tmp_path / "exp.toml").write_text(f'extends = "llama.toml"\nname = "x"\n[base]\nbackend = "fake"\n[task]\n'
+                                       f'targets = ["deu_Latn"]\nflores = "{shared_data / "flores200"}"\nn = 2\n')
+    assert load_config(tmp_path / "exp.toml").base.options == {}
+
+
 def test_a_preset_extends_shared_files_with_paths_relative_to_each(tmp_path, shared_data):
     shared = tmp_path / "shared"
     shared.mkdir()

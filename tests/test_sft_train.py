@@ -237,3 +237,27 @@ def test_native_bf16_reads_the_cpu_flags_torch_reports(monkeypatch):
     assert hardware.native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert hardware.native_bf16() is True
+
+
+def test_bf16_builds_hold_frozen_weights_in_bf16_and_train_bit_identically(tiny_model_dir, tatoeba, tmp_path,
+                                                                          monkeypatch):
+    """freeze_for_autocast removes autocast's per-call casts of frozen weights, not a bit of the
+    result: two bf16 builds, with and without it, give the same losses and the same adapter."""
+    import pretty_align.sft.train as train
+
+    cfg = make_cfg(tiny_model_dir, tatoeba, tmp_path / "a", max_steps=4)
+    bf16 = cfg.model_copy(update={"base": cfg.base.model_copy(update={"dtype": "bfloat16"})})
+    tok, model = Trainer(bf16, progress=False)._load_model()
+    head = model.get_base_model().get_output_embeddings()
+    embedding = model.get_base_model().get_input_embeddings()
+    assert head.weight.dtype == torch.bfloat16 and embedding.weight.dtype == torch.float32   # untied, lookup in fp32
+    frozen = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(w.dtype == (torch.float32 if w.requires_grad else torch.bfloat16) for w in frozen)
+    assert any(w.requires_grad for w in frozen)   # the LoRA matrices stay float32 and trainable
+
+    fast = build_sft(bf16, progress=False)
+    monkeypatch.setattr(train, "freeze_for_autocast", lambda model, dtype: 0)
+    plain = build_sft(bf16.model_copy(update={"output": str(tmp_path / "b")}), progress=False)
+    assert [e.get("train_loss") for e in fast.state.history] == [e.get("train_loss") for e in plain.state.history]
+    a, b = adapter_weights(fast.adapter_dir), adapter_weights(plain.adapter_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -272,8 +272,14 @@ def _validate(model: type[M], raw: dict[str, Any], path: Path) -> M:
 
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """``top`` over ``base``: tables merge key by key (recursively), anything else (a value, an
-    array such as ``[[priors]]``) is replaced whole."""
+    array such as ``[[priors]]``) is replaced whole.
+
+    A model table's ``options`` belong to its ``backend``: where ``top`` names another backend than
+    ``base``, ``base``'s options are dropped (``top``'s own, if any, stand alone). Merging them would
+    hand one backend's settings (llama.cpp's ``n_threads``) to another, which refuses them."""
     out = dict(base)
+    if "backend" in top and "backend" in base and top["backend"] != base["backend"]:
+        out.pop("options", None)
     for key, value in top.items():
         out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
