@@ -261,3 +261,14 @@ def test_bf16_builds_hold_frozen_weights_in_bf16_and_train_bit_identically(tiny_
     assert [e.get("train_loss") for e in fast.state.history] == [e.get("train_loss") for e in plain.state.history]
     a, b = adapter_weights(fast.adapter_dir), adapter_weights(plain.adapter_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_adapter_config_lists_target_modules_in_a_fixed_order(tiny_model_dir, tatoeba, tmp_path):
+    """peft holds target_modules as a set, serialized in the order of the per-process string hash:
+    without sorting, two bit-identical builds in two processes had different adapter hashes."""
+    modules = ["v_proj", "up_proj", "q_proj", "o_proj", "k_proj"]
+    cfg = make_cfg(tiny_model_dir, tatoeba, tmp_path / "out", max_steps=1)
+    cfg = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"target_modules": modules})})
+    result = build_sft(cfg, progress=False)
+    saved = json.loads((result.adapter_dir / "adapter_config.json").read_text())["target_modules"]
+    assert saved == sorted(modules)

@@ -197,8 +197,12 @@ class Trainer:
         config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
                             task_type="CAUSAL_LM", base_model_name_or_path=self.cfg.base.model)
         model = get_peft_model(model, config)
-        # A portable adapter_config.json (no machine-specific cache path): its hash is the same everywhere.
-        model.peft_config["default"].base_model_name_or_path = self.cfg.base.model
+        # A portable adapter_config.json (no machine-specific cache path) with its target modules in a
+        # fixed order (peft keeps them as a set, whose order follows the per-process string hash): two
+        # builds with bit-identical weights then have one adapter hash, on every machine.
+        peft_cfg = model.peft_config["default"]
+        peft_cfg.base_model_name_or_path = self.cfg.base.model
+        peft_cfg.target_modules = sorted(peft_cfg.target_modules)
         if self.cfg.base.dtype == "bfloat16":
             freeze_for_autocast(model, torch.bfloat16)
         return tok, model
