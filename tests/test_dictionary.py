@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -130,11 +129,10 @@ def test_cache_per_path_and_target_and_reload_on_change(tmp_path):
     assert b is not a and b.lookup("dog") == ["狗"]
 
 
-def test_real_muse_parses_fast(shared_data):
+def test_real_muse_parses_completely(shared_data):
+    """Every entry, none malformed. Its parse time is benchmarks/dictionary_load.py's, not a test's."""
     dictmod._CACHE.clear()
-    t = time.perf_counter()
     d = BilingualDictionary.load(shared_data / "dictionaries/muse/en-de.txt", tgt=DEU)
-    assert time.perf_counter() - t < 2.0
     assert len(d) == 74655 and d.malformed_count == 0
     assert d.lookup("monday") == ["montag", "montags"]
 
