@@ -9,9 +9,11 @@ export PRETTY_DATA := $(DATA)
 
 # llama-cpp-python is built from its sdist once, then pip's wheel cache serves every later venv.
 # Build only what the Python package loads: no multimodal (mtmd/llava) library, no tests, tools,
-# examples or server binaries; ggml for this CPU (-march=native); all cores; ccache when present.
+# examples or server binaries, no llama.cpp `common` library (see scripts/llama-cpp-no-common.cmake);
+# ggml for this CPU (-march=native); all cores; ccache when present.
 LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-               -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
+               -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON \
+               -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(abspath scripts/llama-cpp-no-common.cmake)
 ifneq ($(shell command -v ccache 2>/dev/null),)
 LLAMA_CMAKE += -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
 endif
