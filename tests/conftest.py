@@ -135,7 +135,7 @@ def hf_checkpoint() -> Callable[[Path], Path]:
             if not (converted / "config.json").exists():
                 from pretty_align.backends import load_backend
 
-                load_backend("hf", str(gguf))   # dequantizes once and saves the checkpoint (~50 s)
+                load_backend("hf", str(gguf))   # dequantizes once and saves the checkpoint (~25 s)
         return converted
 
     return convert

@@ -337,3 +337,53 @@ def test_dtype_auto_is_bfloat16_only_where_the_cpu_has_it_and_the_signature_says
     assert backend.signature()["dtype"] == resolved and backend.dtype == resolved
     assert next(backend.model.parameters()).dtype == getattr(torch, resolved)
     assert backend.capabilities.batch_invariant is (resolved == "float32")
+
+
+def test_gguf_parsed_once_reads_the_same_fields_and_tensors_once_per_file(tmp_path):
+    """The conversion speed-up (one reader per file, parsed over a plain ndarray) must read exactly
+    what gguf-py's own reader reads, and put the original reader back afterwards."""
+    import gguf
+
+    from pretty_align.backends.hf import _gguf_parsed_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_uint32("tiny.count", 7)
+    writer.add_string("tiny.name", "ein kleines Modell")
+    writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(300)] + ["▁Welt", "猫"])
+    writer.add_array("tokenizer.ggml.scores", [float(i) / 3 for i in range(302)])
+    weights = np.arange(48, dtype=np.float32).reshape(6, 8) / 7
+    writer.add_tensor("blk.0.w", weights)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    original = gguf.GGUFReader
+    plain = original(path)
+    with _gguf_parsed_once():
+        fast = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is fast          # parsed once per file
+        assert type(fast.data) is np.ndarray               # not the memmap subclass
+    assert gguf.GGUFReader is original
+    assert list(fast.fields) == list(plain.fields)
+    for name, field in plain.fields.items():
+        other = fast.fields[name]
+        assert other.types == field.types and other.data == field.data, name
+        assert all(np.array_equal(a, b) for a, b in zip(other.parts, field.parts)), name
+    assert fast.fields["tokenizer.ggml.tokens"].contents()[-2:] == ["▁Welt", "猫"]
+    [t] = fast.tensors
+    assert t.name == "blk.0.w" and np.array_equal(np.asarray(t.data).reshape(6, 8), weights)
+
+
+def test_gguf_parsed_once_restores_the_reader_after_an_error(tmp_path):
+    import gguf
+
+    from pretty_align.backends.hf import _gguf_parsed_once
+
+    original = gguf.GGUFReader
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ValueError, match="GGUF magic invalid"), _gguf_parsed_once():
+        gguf.GGUFReader(bad)
+    assert gguf.GGUFReader is original

@@ -5,7 +5,7 @@ a branch, tag or commit, default the default branch): model and tokenizer are bo
 commit, and the signature records it as ``revision`` (hub ids only; files and directories are
 identified by ``sha256``).
 
-GGUF files are dequantized by transformers on first load (slow: ~50 s for gemma-3-270m) and the
+GGUF files are dequantized by transformers on first load (~25 s for gemma-3-270m on 2 cores) and the
 result is cached as a regular checkpoint under the pretty-align cache, keyed by the file's sha256,
 so later loads take seconds. Greedy generation is batched with left padding; rows are sorted by
 length so batches carry little padding, and every row stops on its own (stop string, EOS, loop
@@ -25,8 +25,10 @@ laid out once at load (bit-identical in bfloat16, last bits differ in float32).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -42,6 +44,42 @@ log = logging.getLogger(__name__)
 REFILL_DIVISOR = 2  # refill once batch_size // 2 slots are free
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """While active, every ``gguf.GGUFReader(path)`` returns one reader per file, parsed over a plain
+    ndarray view of its memory map (the same bytes, read-only).
+
+    transformers opens a GGUF three times to convert it (tokenizer, config, weights), and gguf-py's
+    reader slices a ``numpy.memmap`` once per vocabulary string: for gemma-3-270m's 262k tokens,
+    memmap's per-slice subclass hooks made ~3/4 of the conversion time. transformers imports the
+    reader from ``gguf`` at call time, so patching the module attribute reaches it; if a version
+    imports it earlier, the conversion is merely as slow as before. Not thread-safe: conversion runs
+    under ``publish_dir`` in one thread."""
+    import gguf
+    import numpy as np
+
+    original = gguf.GGUFReader
+
+    class PlainReader(original):  # type: ignore[misc, valid-type]
+        # The reader assigns ``self.data = np.memmap(...)`` first thing in __init__.
+        data = property(lambda self: self._plain,
+                        lambda self, value: setattr(self, "_plain", value.view(np.ndarray)))
+
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = PlainReader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _load(resolved: ResolvedModel, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,8 +90,9 @@ def _load(resolved: ResolvedModel, dtype: str):
         if not (converted / "config.json").exists():
             src = Path(resolved.path)
             log.info("dequantizing %s once (cached in %s)", src.name, converted)
-            tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+            with _gguf_parsed_once():
+                tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+                model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
             # The weights are plain dequantized tensors now; drop the GGUF "quantizer" so that
             # transformers agrees to save them as an ordinary checkpoint.
             model.hf_quantizer = None
