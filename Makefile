@@ -32,8 +32,8 @@ LLAMA_REQ = $(shell sed -n 's/^llamacpp = \["\([^"[]*\)\(\[[a-z,]*\]\)\{0,1\}\([
 # it installed (otherwise pip fetches a multi-GB CUDA build). Two cores, two jobs: llama-cpp-python's
 # wheel compiles from its sdist (~2.5 min, both cores; from pip's wheel cache in seconds) while torch
 # and every other package download and unpack; the last install then takes that wheel. --no-compile:
-# pip would byte-compile every module of every package (alone, these installs take 89 s with it, 52 s
-# without; the CPU it takes comes off the compile); Python compiles what is imported on first import.
+# pip would byte-compile every module of every package (a large share of these installs' CPU, which
+# the compile beside them needs); Python compiles what is imported, on first import.
 PIP_INSTALL = $(BIN)/pip install -q --no-compile
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(LLAMA_REQ)" || { echo "Makefile: no llamacpp extra found in pyproject.toml"; exit 2; }
