@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DATA   ?= $(abspath ../shared/data)
+# the data folder: DATA= on the command line, else PRETTY_DATA from the environment, else ../shared/data
+DATA   ?= $(or $(PRETTY_DATA),$(abspath ../shared/data))
 export PRETTY_DATA := $(DATA)
 
 .PHONY: venv tools setup demo test bench paper quick clean
