@@ -14,6 +14,8 @@ git clone -q "$root" "$scratch/repo"
 cp -r "$root/../shared" "$scratch/shared"
 cd "$scratch/repo"
 export PIP_CACHE_DIR="$scratch/pip" PRETTY_ALIGN_CACHE="$scratch/cache" HF_HOME="$scratch/hf" CI=true
+# the logs end with the slowest tests and fixtures (setup includes a fixture's conversion or download)
+export PYTEST_ADDOPTS="--durations=25"
 t0=$(date +%s)
 make venv > "$scratch/venv.log" 2>&1; echo "make venv: rc=$? ($scratch/venv.log)"
 t1=$(date +%s)
