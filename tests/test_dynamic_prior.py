@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import LLAMA_THREADS, build_bytelevel_tokenizer, build_model, require_module
 from pretty_align.backends import load_backend
-from pretty_align.backends.base import GenerationRequest
+from pretty_align.backends.base import GenerationRequest, Session
 from pretty_align.decoding import Decoding
 from pretty_align.errors import CapabilityError, InputError
 from pretty_align.experiment.answerer import Answerer
@@ -73,7 +73,7 @@ def dynamic_answers(base, helper, task, decoding=DEC, **params):
 
 
 # -- the rule, on synthetic logits -------------------------------------------------------------
-class ScriptedSession:
+class ScriptedSession(Session):
     """A helper that always answers ``token`` with probability ~0.9, and counts its calls."""
 
     def __init__(self, token: int) -> None:
@@ -142,6 +142,121 @@ def test_a_helper_token_equal_to_the_base_models_own_counts_as_supplied_not_chan
     assert summary["helper_share"] == pytest.approx(2 / 3, abs=1e-4)
     assert summary["changed_share"] == pytest.approx(1 / 3, abs=1e-4)
     assert [i["changed"] for i in summary["interventions"]] == [False, True]
+
+
+# -- text mode, on the tiny tokenizer with a scripted helper ------------------------------------------
+class ScriptedWords(Session):
+    """A text-mode helper that writes ``script`` (its own ids), one token per call, p ~0.9."""
+
+    def __init__(self, script: list[int], vocab: int) -> None:
+        self.script, self.vocab, self.calls = script, vocab, 0
+
+    def logits(self, ids):
+        x = np.zeros(self.vocab, dtype=np.float32)
+        x[self.script[min(self.calls, len(self.script) - 1)]] = np.log(9 * (self.vocab - 1))
+        self.calls += 1
+        return x
+
+
+class WordRule(RuleOnly):
+    def __init__(self, k=0, tau=1.0, margin=0.0, word_tokens=8):
+        super().__init__(k, tau, margin)
+        self.word_tokens = word_tokens
+
+
+def text_hook(tok, script, **rule):
+    from pretty_align.boundary import encode_prompt
+    from pretty_align.priors.dynamic import TextHook
+
+    prompt = encode_prompt(tok, "English: The dog runs in the park. German:")
+    return TextHook(WordRule(**rule), ScriptedWords(script, len(tok)), prompt, tok, {tok.eos_token_id}, tok,
+                    prompt), prompt
+
+
+def greedy_at(tok, token: int, p: float = 0.05) -> np.ndarray:
+    """Logits whose argmax is ``token`` with probability ~``p`` (uncertain for tau > p)."""
+    x = np.zeros(len(tok), dtype=np.float32)
+    x[token] = np.log(p * (len(tok) - 1) / (1 - p))
+    return x
+
+
+def decode_row(hook, tok, row: list[int], steps: int, greedy: int) -> list[int]:
+    for _ in range(steps):
+        row.append(hook.pick(greedy_at(tok, greedy), row))
+    return row
+
+
+def test_text_mode_a_row_ending_in_a_space_token_gets_the_word_without_a_second_space(tiny_tokenizer):
+    from pretty_align.boundary import answer_ids
+
+    tok = tiny_tokenizer
+    space = tok.convert_tokens_to_ids("▁")
+    hook, prompt = text_hook(tok, tok.encode(" Hund im", add_special_tokens=False))
+    row = answer_ids(tok, prompt, "Der") + [space]
+    word = hook.pick(greedy_at(tok, space), row)
+    row = decode_row(hook, tok, [*row, word], len(hook.queue), space)
+    assert tok.decode(row, skip_special_tokens=True) == " Der Hund"   # (the prompt's separator, then one space)
+
+
+def test_text_mode_an_uncertain_end_mid_answer_is_a_word_start_the_helper_may_overrule(tiny_tokenizer):
+    from pretty_align.boundary import answer_ids
+
+    tok = tiny_tokenizer
+    hook, prompt = text_hook(tok, tok.encode(" läuft", add_special_tokens=False))
+    row = answer_ids(tok, prompt, "Der Hund")
+    first = hook.pick(greedy_at(tok, tok.eos_token_id), row)
+    assert first != tok.eos_token_id
+    assert [i["word"] for i in hook.trace.interventions] == ["läuft"]
+
+
+def test_text_mode_no_usable_word_lets_the_base_model_go_on_instead_of_ending(tiny_tokenizer):
+    from pretty_align.boundary import answer_ids
+
+    tok = tiny_tokenizer
+    char = tok.encode(" 垫", add_special_tokens=False)   # a space, then the character's three byte tokens
+    assert len(char) == 4
+    script = char + tok.encode(" im", add_special_tokens=False)
+    space, hund = tok.convert_tokens_to_ids("▁"), tok.encode(" Hund", add_special_tokens=False)[0]
+    row = answer_ids(tok, prompt := text_hook(tok, script)[1], "Der")
+    for word_tokens in (2, 3, 8):
+        hook, _ = text_hook(tok, script, word_tokens=word_tokens)
+        picked = hook.pick(greedy_at(tok, hund), row)
+        if word_tokens < 4:   # the cap falls inside the character: no word, the base model's own token
+            assert picked == hund and not hook.trace.interventions
+        else:
+            assert picked == space and [i["word"] for i in hook.trace.interventions] == ["垫"]
+    # a helper that starts with a line break before the answer's first word is not ending the answer
+    newline = tok.encode("\n", add_special_tokens=False)
+    hook, _ = text_hook(tok, newline + tok.encode("Der Hund", add_special_tokens=False))
+    first = hook.pick(greedy_at(tok, space), [])
+    assert first != tok.eos_token_id and [i["word"] for i in hook.trace.interventions] == ["Der"]
+    assert prompt.ids   # (the prompt the rows above continue)
+
+
+def test_text_mode_the_first_k_positions_are_the_helpers_and_changed_is_counted_per_token(tiny_tokenizer):
+    tok = tiny_tokenizer
+    script = tok.encode("Der Hund", add_special_tokens=False)
+    hook, prompt = text_hook(tok, script, k=3, tau=0.0)
+    from pretty_align.boundary import answer_ids
+
+    der = answer_ids(tok, prompt, "Der")
+    assert len(der) < 3   # the helper's first word does not cover k = 3 positions by itself
+    row: list[int] = []
+    for _ in range(3):   # the base model is sure of another token, and still the helper writes
+        row.append(hook.pick(greedy_at(tok, tok.convert_tokens_to_ids("e"), p=0.99), row))
+    summary = hook.finish(len(row))
+    assert summary["helper_tokens"] == 3
+    assert tok.decode(row, skip_special_tokens=True).split() == ["Der", "Hund", "Hund"]
+    # a word's later tokens count as changed only where they differ from the base model's own choice
+    hook, prompt = text_hook(tok, tok.encode(" Hund", add_special_tokens=False))
+    hund = tok.encode("Der Hund", add_special_tokens=False)[len(der):]
+    assert len(hund) >= 2
+    row = list(der)
+    row.append(hook.pick(greedy_at(tok, tok.eos_token_id), row))      # changed: the base model would end
+    for t in hund[1:]:
+        row.append(hook.pick(greedy_at(tok, t), row))                 # the base model's own choice
+    summary = hook.finish(len(row))
+    assert (summary["helper_tokens"], summary["changed_tokens"]) == (len(hund), 1)
 
 
 @pytest.mark.parametrize("params, field", [({"tau": 1.5}, "tau"), ({"margin": -0.1}, "margin"),
@@ -319,3 +434,36 @@ def test_llamacpp_runs_the_step_hook_and_its_helper_follows_incrementally(gemma_
     built = prior.build([PriorItem(e, a_base.prompt(e)[0]) for e in exs], parallel.tokenizer)
     batched = Answerer(parallel, task, dec).answer(exs, hooks=[r.hook for r in built])
     assert sum(x.new_ids[:2] == y.new_ids[:2] for x, y in zip(batched, plain)) >= 2
+
+
+@pytest.mark.real_model
+def test_llamacpp_sessions_do_not_depend_on_other_rows_or_on_the_base_models_decoding(gemma_gguf):
+    """Each llama.cpp session evaluates in a context of its own: its logits are the same whether or
+    not other sessions, or the backend's own decoding, ran between its calls (the chunks it
+    evaluates are a function of its own calls), and a helper that is the base backend object
+    itself (what the runner hands a prior whose model settings equal the base's), tau = 1, leaves
+    the plain greedy output."""
+    require_module("llama_cpp", "-e '.[llamacpp]'")
+    base = load_backend("llamacpp", str(gemma_gguf), n_threads=LLAMA_THREADS, n_ctx=512)
+    task = TranslationTask("eng_Latn", texts=SOURCES[:3])
+    dec = replace(DEC, max_new_tokens=12)
+    exs = examples(task)
+    a_base = Answerer(base, task, dec)
+    plain = a_base.answer(exs)
+    prior = make_prior("dynamic", k=0, answerer=a_base, tau=1.0)
+    built = prior.build([PriorItem(e, a_base.prompt(e)[0]) for e in exs], base.tokenizer)
+    assert [a.new_ids for a in a_base.answer(exs, hooks=[r.hook for r in built])] == [a.new_ids for a in plain]
+
+    ids_a, ids_b = (list(a_base.prompt(e)[0].ids) for e in exs[:2])
+    steps = min(4, len(plain[0].new_ids), len(plain[1].new_ids))
+    alone = base.session()
+    expected = [alone.logits(ids_a + plain[0].new_ids[:j]) for j in range(steps)]
+    mixed, other = base.session(), base.session()
+    for j in range(steps):
+        other.logits(ids_b + plain[1].new_ids[:j])
+        base.generate([GenerationRequest(tuple(ids_b))], Decoding(max_new_tokens=2, stop=(), loop_guard=False))
+        assert np.array_equal(mixed.logits(ids_a + plain[0].new_ids[:j]), expected[j])
+    assert mixed.evaluated == alone.evaluated == len(ids_a) + steps - 1
+    for s in (alone, mixed, other):
+        s.close()
+    assert len(base._spare) == 3   # closed sessions hand their contexts back for the next ones

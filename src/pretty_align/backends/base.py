@@ -82,6 +82,9 @@ class Session(ABC):
     @abstractmethod
     def logits(self, ids: Sequence[int]) -> Any: ...
 
+    def close(self) -> None:
+        """Free what the sequence holds (its KV cache); a later ``logits`` starts afresh."""
+
 
 def reusable_prefix(done: Sequence[int], ids: Sequence[int]) -> int:
     """How many leading ids of ``ids`` were already evaluated (``done``), leaving at least the last

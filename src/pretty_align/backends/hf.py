@@ -455,6 +455,9 @@ class HFSession(Session):
     def __init__(self, backend: HFBackend) -> None:
         self._backend, self._ids, self._cache, self._last = backend, [], None, None
 
+    def close(self) -> None:
+        self._ids, self._cache, self._last = [], None, None
+
     def logits(self, ids):
         import torch
 

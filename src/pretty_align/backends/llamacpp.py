@@ -223,7 +223,7 @@ class LlamaCppBackend(Backend):
         self.capabilities = Capabilities(batched=parallel > 1, token_ids_in=True, exact_scoring=True, adapters=False,
                                          chat_template=bool(self._tok.chat_template), batch_invariant=parallel == 1,
                                          step_hook=True, sessions=True)
-        self._owner: LlamaSession | None = None   # the session whose sequence the main context holds
+        self._spare: list[_SessionContext] = []   # helper sessions' contexts, cleared, for the next session
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -239,7 +239,6 @@ class LlamaCppBackend(Backend):
         the longest prefix of ``ids`` made of whole ``n_batch`` chunks."""
         if not ids:
             raise InputError("a prompt needs at least one token", field="prompt_ids")
-        self._owner = None
         if len(ids) > self.n_ctx:
             raise InputError(f"{len(ids)} input tokens do not fit n_ctx={self.n_ctx}; raise n_ctx or lower "
                              "max_prompt_tokens", field="options.n_ctx")
@@ -300,6 +299,17 @@ class LlamaCppBackend(Backend):
     def session(self) -> "LlamaSession":
         return LlamaSession(self)
 
+    def _acquire_context(self) -> "_SessionContext":
+        """A cleared context for one session: a spare one, or a new one with the main context's
+        settings (so a session evaluates exactly as the main context would)."""
+        if self._spare:
+            return self._spare.pop()
+        return _SessionContext(self._lib, self._llm.model, self._llm.context_params, self.n_batch, len(self._tok))
+
+    def _release_context(self, ctx: "_SessionContext") -> None:
+        ctx.clear()
+        self._spare.append(ctx)
+
     # -- scoring ----------------------------------------------------------------------------
     def _forced(self, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> Iterator[Any]:
         """Full-vocabulary logits (float32 copies) predicting each answer token, teacher-forced."""
@@ -335,32 +345,102 @@ class LlamaCppBackend(Backend):
 
 
 class LlamaSession(Session):
-    """One sequence on the backend's main context. While no other sequence has used the context
-    since this session's last call, ``logits(ids)`` evaluates only the tokens after what it already
-    fed; otherwise it re-evaluates ``ids`` through the prompt cache (``_prefill``: whole aligned
-    chunks are reused). So a helper that follows one answer at a time costs one prefill plus the
-    tokens fed; helpers of interleaved rows (a batched base model) pay a prefill per switch.
-    llama.cpp's logits depend on how tokens are chunked, so they are those of this evaluation
-    order, which is a function of the row alone."""
+    """One sequence in a llama.cpp context of its own (taken from the backend's spare contexts on
+    its first call, handed back by ``close``). ``logits(ids)`` keeps the longest prefix of ``ids``
+    it already evaluated and evaluates the rest as ``Llama.eval`` would (chunks of ``n_batch`` from
+    where the call starts), so a helper that follows an answer costs one prefill plus the tokens
+    it is fed, however many other sessions or decodes run in between. llama.cpp's logits depend
+    on how tokens are chunked; here the chunks are a function of this session's own calls, so a
+    helper's logits (and the dynamic prior's outputs) do not depend on which rows share a batch,
+    nor on the base model's decoding when the helper is the base backend itself."""
 
     def __init__(self, backend: LlamaCppBackend) -> None:
-        self._backend, self._ids, self._last = backend, [], None
+        self._backend, self._ids, self._last, self._ctx = backend, [], None, None
 
     def logits(self, ids):
         b, ids = self._backend, list(ids)
-        if b._owner is self and ids == self._ids and self._last is not None:
+        if not ids:
+            raise InputError("a session needs at least one token", field="ids")
+        if ids == self._ids and self._last is not None:
             return self._last
-        if b._owner is self and len(ids) > len(self._ids) and ids[:len(self._ids)] == self._ids:
-            if len(ids) > b.n_ctx:
-                raise InputError(f"{len(ids)} tokens do not fit n_ctx={b.n_ctx}; raise n_ctx", field="options.n_ctx")
-            b._llm.eval(ids[len(self._ids):])
-            self.evaluated += len(ids) - len(self._ids)
-        else:
-            before = b.evaluated_tokens
-            b._prefill(ids)
-            self.evaluated += b.evaluated_tokens - before
-        b._owner, self._ids, self._last = self, ids, b._logits().copy()
+        if len(ids) > b.n_ctx:
+            raise InputError(f"{len(ids)} tokens do not fit n_ctx={b.n_ctx}; raise n_ctx", field="options.n_ctx")
+        if self._ctx is None:
+            self._ctx = b._acquire_context()
+        self._ctx.cut(reusable_prefix(self._ids, ids))
+        start = self._ctx.n_tokens
+        self._ctx.eval(ids[start:])
+        self.evaluated += len(ids) - start
+        self._ids, self._last = ids, self._ctx.logits()
         return self._last
+
+    def close(self) -> None:
+        """Hand the context back to the backend (cleared): a finished row holds no KV cache."""
+        if self._ctx is not None:
+            ctx, self._ctx, self._ids, self._last = self._ctx, None, [], None
+            self._backend._release_context(ctx)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:   # at interpreter shutdown the backend may be gone already
+            pass
+
+
+class _SessionContext:
+    """A llama.cpp context for one sequence, with the main context's parameters, evaluating as
+    ``Llama.eval`` does: ``n_batch``-token chunks from the start of each call, logits computed for
+    the last token of each chunk (which also shapes the computation, so it is kept the same)."""
+
+    def __init__(self, lib: Any, model: Any, params: Any, n_batch: int, n_vocab: int) -> None:
+        self._lib, self.n_batch, self.n_vocab, self.n_tokens = lib, n_batch, n_vocab, 0
+        params = type(params).from_buffer_copy(params)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=False):   # llama.cpp's context log, as Llama(verbose=False) does
+            self.ctx = lib.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise PrettyAlignError("llama.cpp could not create a context for a helper session; lower 'n_ctx'")
+        self._mem = lib.llama_get_memory(self.ctx)
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+
+    def cut(self, keep: int) -> None:
+        """Drop every position from ``keep`` on (everything, where the memory cannot drop a suffix)."""
+        if keep < self.n_tokens:
+            if not keep or not self._lib.llama_memory_seq_rm(self._mem, 0, keep, -1):
+                self.clear()
+                return
+            self.n_tokens = keep
+
+    def clear(self) -> None:
+        self._lib.llama_memory_clear(self._mem, True)
+        self.n_tokens = 0
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        b = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            for j, t in enumerate(chunk):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, self.n_tokens + j, 1, j == len(chunk) - 1
+                b.seq_id[j][0] = 0
+            b.n_tokens = len(chunk)
+            rc = self._lib.llama_decode(self.ctx, b)
+            if rc != 0:
+                raise PrettyAlignError(f"llama_decode failed with code {rc} in a helper session")
+            self.n_tokens += len(chunk)
+
+    def logits(self):
+        """A float32 copy of the last evaluated token's logits."""
+        import numpy as np
+
+        return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,)).copy()
+
+    def __del__(self) -> None:   # the context holds native memory
+        try:
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self.ctx)
+        except Exception:   # at interpreter shutdown the library may be gone already
+            pass
 
 
 def fitting_rows(requests: Sequence[GenerationRequest], decoding: Decoding, tok: Any,

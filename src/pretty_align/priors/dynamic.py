@@ -2,7 +2,8 @@
 uncertain a helper model (the SFT counterpart or any instruct model) supplies the next token.
 
 "Uncertain" at a step: the base model's top-1 probability is below ``tau``, or its top-1/top-2
-margin is below ``margin``. The first ``k`` positions are always the helper's, so ``tau = 0``,
+margin is below ``margin``. The first ``k`` positions are always the helper's (in text mode, the
+helper's words that cover them), so ``tau = 0``,
 ``margin = 0`` is the paper's static k-token prior decoded step by step (with the same tokenizer
 it gives the ``sft`` prior's output, tested).
 
@@ -60,12 +61,18 @@ class Trace:
 
     def add(self, pos: int, n: int, base: tuple[float, float], helper_p: float, changed: bool,
             text: str | None = None) -> None:
-        self.positions.extend((p, changed) for p in range(pos, pos + n))
+        """An intervention at ``pos`` of ``n`` tokens (text mode: a word), the first supplied now;
+        the rest are recorded by ``supply`` as each is forced."""
+        self.positions.append((pos, changed))
         item = {"pos": pos, "tokens": n, "base_p1": round(base[0], 5), "base_p2": round(base[1], 5),
                 "helper_p": round(helper_p, 5), "changed": changed}
         if text is not None:
             item["word"] = text
         self.interventions.append(item)
+
+    def supply(self, pos: int, changed: bool) -> None:
+        """A later token of the last intervention's word, forced at ``pos``."""
+        self.positions.append((pos, changed))
 
     def summary(self, n_new: int) -> dict[str, Any]:
         """Provenance once the row has ``n_new`` tokens (a loop cut may have dropped some)."""
@@ -88,7 +95,9 @@ class _Hook:
         return pos < self.prior.k or p1 < self.prior.tau or p1 - p2 < self.prior.margin
 
     def finish(self, n_new: int) -> dict[str, Any]:
-        self.session = None   # free the helper's KV cache with the row
+        if self.session is not None:   # free the helper's KV cache (llama.cpp: its context) with the row
+            self.session.close()
+            self.session = None
         return self.trace.summary(n_new)
 
 
@@ -122,12 +131,17 @@ class TextHook(_Hook):
         self.queue: list[int] = []
 
     def pick(self, logits: Any, new: Sequence[int]) -> int:
-        if self.queue:   # the rest of a word the helper wrote
-            return self.queue.pop(0)
         greedy, p1, p2 = top2(logits)
         pos = len(new)
+        if self.queue:   # the rest of a word the helper wrote; changed or not, token by token
+            tok = self.queue.pop(0)
+            self.trace.supply(pos, tok != greedy)
+            return tok
         text = self.base_tok.decode(list(new), skip_special_tokens=True)
-        if not self._starts_word(new, text, greedy) or not self.wants_help(pos, p1, p2):
+        # the first k positions are the helper's wherever they fall; after them, only word starts
+        if pos >= self.prior.k and not self._starts_word(new, text, greedy):
+            return greedy
+        if not self.wants_help(pos, p1, p2):
             return greedy
         word, hp = self._helper_word(text.strip())
         if word is None:   # the helper ends the answer here
@@ -135,55 +149,64 @@ class TextHook(_Hook):
             tok = greedy if eos is None else eos
             self.trace.add(pos, 1, (p1, p2), hp, tok != greedy, "")
             return tok
-        ids = self._base_ids(new, text.strip(), word)
-        if not ids:
+        ids = self._base_ids(new, text, word) if word else []
+        if not ids:   # no usable word within word_tokens: the base model goes on
             return greedy
-        # a word counts as changed when its first token differs from the base model's greedy one
         self.trace.add(pos, len(ids), (p1, p2), hp, ids[0] != greedy, word)
         self.queue = ids[1:]
         return ids[0]
 
     def _starts_word(self, new: Sequence[int], text: str, greedy: int) -> bool:
+        """Whether the base model's ``greedy`` token would start a word (or end the answer: a token
+        that adds no text, like EOS, is a boundary too, so the helper may overrule an uncertain end)."""
         if not text.strip():
             return True
         after = self.base_tok.decode([*new, greedy], skip_special_tokens=True)[len(text):]
-        return text[-1:].isspace() or after[:1].isspace()
+        return text[-1:].isspace() or not after or after[:1].isspace()
 
     def _helper_word(self, text: str) -> tuple[str | None, float]:
-        """The helper's next word after the answer ``text`` (None: it ends the answer there) and
-        its probability of the word's first token."""
+        """The helper's next word after the answer ``text`` and its probability of its first token.
+        The word is None where the helper ends the answer (its end of turn, or a newline after the
+        answer's first words), "" where it wrote no usable word within ``word_tokens`` tokens (only
+        spaces or special tokens, or a character cut by the cap): the base model then goes on."""
         hp_prompt = self.helper_prompt
         ids = [*hp_prompt.ids, *(answer_ids(self.helper_tok, hp_prompt, text) if text else [])]
         gen: list[int] = []
         first_p = 0.0
         piece = ""
+        ended = False
         for _ in range(self.prior.word_tokens):
             tok, p, _ = top2(self.session.logits(ids + gen))
             if not gen:
                 first_p = p
             if tok in self.helper_eos:
+                ended = True
                 break
             gen.append(tok)
             piece = self.helper_tok.decode(gen, skip_special_tokens=True)
             if piece.endswith("\ufffd"):   # inside a character that byte-level tokens spell in pieces
                 continue
-            body = piece.lstrip(" \t")
+            # before the answer's first word, line breaks are the helper's layout, not an end
+            body = piece.lstrip(" \t") if text else piece.lstrip()
             if body.startswith("\n"):
                 return None, first_p
             if body and any(ch.isspace() for ch in body):   # a space or newline after the word: it is whole
                 break
-        body = piece.strip().rstrip("\ufffd")   # the cap may fall inside a character: drop its part
+        body = piece.strip().rstrip("\ufffd").strip()   # the cap may fall inside a character: drop its part
         if not body:
-            return None, first_p
+            return (None if ended else ""), first_p
         return body.split()[0], first_p
 
     def _base_ids(self, new: Sequence[int], text: str, word: str) -> list[int]:
-        """Base-model ids that append ``word`` to the row: the tail of the whole answer's ids when
-        they start with the row's own ids, else the word encoded on its own after a space."""
-        whole = answer_ids(self.base_tok, self.base_prompt, f"{text} {word}" if text else word)
+        """Base-model ids that append ``word`` to the row (decoded so far as ``text``): the tail of
+        the whole answer's ids when they start with the row's own ids, else the word encoded on its
+        own, after a space unless the row already ends in one (a lone space token)."""
+        body = text.strip()
+        whole = answer_ids(self.base_tok, self.base_prompt, f"{body} {word}" if body else word)
         if whole[:len(new)] == list(new) and len(whole) > len(new):
             return whole[len(new):]
-        return self.base_tok.encode((" " if text or self.base_prompt.sep else "") + word, add_special_tokens=False)
+        glue = "" if text[-1:].isspace() else " " if text or self.base_prompt.sep else ""
+        return self.base_tok.encode(glue + word, add_special_tokens=False)
 
 
 @PRIORS.register("dynamic")
