@@ -33,7 +33,7 @@ def child(way: str, model: str) -> None:
     import transformers  # noqa: F401
 
     from pretty_align.backends import hf
-    from pretty_align.models import cache_dir, dir_sha256, resolve_model
+    from pretty_align.models import dir_sha256, resolve_model
 
     if way == "transformers as is":
         hf._gguf_parsed_once = contextlib.nullcontext
@@ -41,7 +41,7 @@ def child(way: str, model: str) -> None:
     t = time.perf_counter()
     hf._load(resolved, "float32")
     seconds = time.perf_counter() - t
-    [converted] = (cache_dir() / "gguf-hf").iterdir()
+    converted = hf.converted_dir(resolved.sha256)
     print(json.dumps({"seconds": seconds, "sha256": dir_sha256(converted)}))
 
 

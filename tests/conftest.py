@@ -127,11 +127,12 @@ def smollm2_gguf() -> Path:
 def hf_checkpoint() -> Callable[[Path], Path]:
     """``hf_checkpoint(gguf)``: the HF checkpoint the hf backend converts a GGUF into on first load
     (``<USER_CACHE>/gguf-hf/<sha16>``), made by loading the hf backend when it is missing."""
+    from pretty_align.backends.hf import converted_dir
     from pretty_align.models import file_sha256
 
     def convert(gguf: Path) -> Path:
         with user_cache("gguf-hf"):
-            converted = Path(USER_CACHE) / "gguf-hf" / file_sha256(gguf)[:16]
+            converted = converted_dir(file_sha256(gguf))   # the user's cache, under user_cache
             if not (converted / "config.json").exists():
                 from pretty_align.backends import load_backend
 

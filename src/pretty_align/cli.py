@@ -109,8 +109,8 @@ def summary_table(res: dict[str, Any]) -> Any:
 
 
 @app.command()
-def reproduce(preset: str = typer.Option("quick", "--preset", help="quick (minutes), paper (~3 h on 2 cores), or "
-                                         "a preset file."),
+def reproduce(preset: str = typer.Option("quick", "--preset", help="quick (5-7 min on 2 cores), paper (60-93 min), "
+                                         "beyond (~2 h), or a preset file."),
               base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the configs', gemma-3-270m)."),
               sft: Optional[str] = typer.Option(None, "--sft", help="The SFT counterpart: a LoRA adapter directory of the "
                                                 "base model or an instruct model (default: build it)."),
@@ -170,7 +170,7 @@ def sft(config: Path = typer.Argument(..., help="SFT build TOML file (see config
 
 
 @app.command()
-def analyze(config: Path = typer.Argument(..., help="Experiment TOML with [base] and [reference] (the SFT model)."),
+def analyze(config: Path = typer.Argument(..., help="Experiment TOML with \\[base] and \\[reference] (the SFT model)."),
             set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set analysis.n=20."),
             flores: Optional[Path] = typer.Option(None, "--flores", help="FLORES directory (overrides task.flores)."),
             progress: bool = typer.Option(True, help="Show a progress bar."),

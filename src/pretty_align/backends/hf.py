@@ -51,7 +51,8 @@ def _gguf_parsed_once() -> Iterator[None]:
 
     transformers opens a GGUF three times to convert it (tokenizer, config, weights), and gguf-py's
     reader slices a ``numpy.memmap`` once per vocabulary string: for gemma-3-270m's 262k tokens,
-    memmap's per-slice subclass hooks made ~3/4 of the conversion time. transformers imports the
+    memmap's per-slice subclass hooks were ~3/4 of the conversion's profile (cProfile); in wall time
+    the conversion went from 57.2 to 25.0 s (benchmarks/gguf_convert.py). transformers imports the
     reader from ``gguf`` at call time, so patching the module attribute reaches it; if a version
     imports it earlier, the conversion is merely as slow as before. Not thread-safe: conversion runs
     under ``publish_dir`` in one thread."""
@@ -80,13 +81,19 @@ def _gguf_parsed_once() -> Iterator[None]:
         gguf.GGUFReader = original
 
 
+def converted_dir(gguf_sha256: str) -> Path:
+    """Where the hf backend keeps the checkpoint it dequantized from the GGUF file with this sha256
+    (``<cache>/gguf-hf/<first 16 hex digits>``): converted once per file, then loaded from there."""
+    return cache_dir() / "gguf-hf" / gguf_sha256[:16]
+
+
 def _load(resolved: ResolvedModel, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     if resolved.kind == "gguf":
-        converted = cache_dir() / "gguf-hf" / resolved.sha256[:16]  # type: ignore[index]
+        converted = converted_dir(resolved.sha256)  # type: ignore[arg-type]
         if not (converted / "config.json").exists():
             src = Path(resolved.path)
             log.info("dequantizing %s once (cached in %s)", src.name, converted)
