@@ -209,6 +209,23 @@ def test_text_mode_an_uncertain_end_mid_answer_is_a_word_start_the_helper_may_ov
     assert [i["word"] for i in hook.trace.interventions] == ["läuft"]
 
 
+def test_text_mode_never_steps_in_inside_a_character_and_attaches_what_the_helper_writes_without_a_space(
+        tiny_tokenizer):
+    from pretty_align.boundary import answer_ids
+
+    tok = tiny_tokenizer
+    char = tok.encode(" 垫", add_special_tokens=False)   # a space, then three byte tokens
+    hook, prompt = text_hook(tok, tok.encode(" Hund", add_special_tokens=False))
+    row = answer_ids(tok, prompt, "Der") + char[:3]      # the character's last byte still to come
+    assert hook.pick(greedy_at(tok, char[3]), row) == char[3] and not hook.trace.interventions
+    # at an uncertain end, the helper writes the sentence's full stop: it joins the last word
+    hook, prompt = text_hook(tok, tok.encode(". Er", add_special_tokens=False))
+    row = answer_ids(tok, prompt, "Der Hund läuft im Park")
+    row.append(hook.pick(greedy_at(tok, tok.eos_token_id), row))
+    row = decode_row(hook, tok, row, len(hook.queue), tok.eos_token_id)
+    assert tok.decode(row, skip_special_tokens=True).strip() == "Der Hund läuft im Park."
+
+
 def test_text_mode_no_usable_word_lets_the_base_model_go_on_instead_of_ending(tiny_tokenizer):
     from pretty_align.boundary import answer_ids
 

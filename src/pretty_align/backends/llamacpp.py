@@ -219,7 +219,8 @@ class LlamaCppBackend(Backend):
         self.evaluated_tokens = 0         # prompt tokens run through the model (tests read it)
         self.parallel = parallel
         self._decoder = (ParallelDecoder(llama_cpp, self._llm.model, self._llm.context_params, parallel=parallel,
-                                         n_ctx=n_ctx, n_ubatch=n_batch) if parallel > 1 else None)
+                                         n_ctx=n_ctx, n_ubatch=n_batch, free_with=_model_exit_stack(self._llm))
+                         if parallel > 1 else None)
         self.capabilities = Capabilities(batched=parallel > 1, token_ids_in=True, exact_scoring=True, adapters=False,
                                          chat_template=bool(self._tok.chat_template), batch_invariant=parallel == 1,
                                          step_hook=True, sessions=True)
@@ -304,7 +305,8 @@ class LlamaCppBackend(Backend):
         settings (so a session evaluates exactly as the main context would)."""
         if self._spare:
             return self._spare.pop()
-        return _SessionContext(self._lib, self._llm.model, self._llm.context_params, self.n_batch, len(self._tok))
+        return _SessionContext(self._lib, self._llm.model, self._llm.context_params, len(self._tok),
+                               free_with=_model_exit_stack(self._llm))
 
     def _release_context(self, ctx: "_SessionContext") -> None:
         ctx.clear()
@@ -369,6 +371,8 @@ class LlamaSession(Session):
             self._ctx = b._acquire_context()
         self._ctx.cut(reusable_prefix(self._ids, ids))
         start = self._ctx.n_tokens
+        # what the context holds if the evaluation below fails part-way (the next call cuts to it)
+        self._ids, self._last = ids[:start], None
         self._ctx.eval(ids[start:])
         self.evaluated += len(ids) - start
         self._ids, self._last = ids, self._ctx.logits()
@@ -389,23 +393,27 @@ class LlamaSession(Session):
 
 class _SessionContext:
     """A llama.cpp context for one sequence, with the main context's parameters, evaluating as
-    ``Llama.eval`` does: ``n_batch``-token chunks from the start of each call, logits computed for
-    the last token of each chunk (which also shapes the computation, so it is kept the same)."""
+    ``Llama.eval`` does: chunks of the context's ``n_batch`` tokens from the start of each call,
+    logits computed for the last token of each chunk (which also shapes the computation, so it is
+    kept the same). Freed by ``close``, at the latest when its model is (``free_with``: the model's
+    exit stack; a context freed after its model reads freed memory)."""
 
-    def __init__(self, lib: Any, model: Any, params: Any, n_batch: int, n_vocab: int) -> None:
-        self._lib, self.n_batch, self.n_vocab, self.n_tokens = lib, n_batch, n_vocab, 0
-        params = type(params).from_buffer_copy(params)
-        from llama_cpp._utils import suppress_stdout_stderr
-
-        with suppress_stdout_stderr(disable=False):   # llama.cpp's context log, as Llama(verbose=False) does
-            self.ctx = lib.llama_init_from_model(model, params)
+    def __init__(self, lib: Any, model: Any, params: Any, n_vocab: int, free_with: Any = None) -> None:
+        self._lib, self.n_vocab, self.n_tokens = lib, n_vocab, 0
+        # No stdout/stderr redirection here (it is process-wide, and a server decodes in a worker
+        # thread); llama-cpp-python's log callback already silences llama.cpp's info lines.
+        self.ctx = lib.llama_init_from_model(model, type(params).from_buffer_copy(params))
         if not self.ctx:
             raise PrettyAlignError("llama.cpp could not create a context for a helper session; lower 'n_ctx'")
+        self.n_batch = int(lib.llama_n_batch(self.ctx))
         self._mem = lib.llama_get_memory(self.ctx)
-        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        if free_with is not None:
+            free_with.callback(self.close)
 
     def cut(self, keep: int) -> None:
         """Drop every position from ``keep`` on (everything, where the memory cannot drop a suffix)."""
+        keep = min(keep, self.n_tokens)
         if keep < self.n_tokens:
             if not keep or not self._lib.llama_memory_seq_rm(self._mem, 0, keep, -1):
                 self.clear()
@@ -435,12 +443,24 @@ class _SessionContext:
 
         return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,)).copy()
 
-    def __del__(self) -> None:   # the context holds native memory
-        try:
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
             self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self) -> None:   # the context holds native memory
+        try:
+            self.close()
         except Exception:   # at interpreter shutdown the library may be gone already
             pass
+
+
+def _model_exit_stack(llm: Any) -> Any:
+    """The exit stack on which llama-cpp-python frees ``llm``'s model (its own contexts register
+    there to be freed first); None where a version keeps it elsewhere (then contexts are freed by
+    their own ``close``/``__del__`` only)."""
+    return getattr(getattr(llm, "_model", None), "_exit_stack", None)
 
 
 def fitting_rows(requests: Sequence[GenerationRequest], decoding: Decoding, tok: Any,
@@ -488,7 +508,7 @@ class ParallelDecoder:
     this decoder declares ``batch_invariant=False``."""
 
     def __init__(self, lib: Any, model: Any, base_params: Any, *, parallel: int, n_ctx: int, n_ubatch: int,
-                 step_tokens: int = 512) -> None:
+                 step_tokens: int = 512, free_with: Any = None) -> None:
         self._lib, self.parallel, self.n_ctx, self.step_tokens = lib, parallel, n_ctx, step_tokens
         self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model)))
         params = type(base_params).from_buffer_copy(base_params)
@@ -508,6 +528,8 @@ class ParallelDecoder:
         self._mem = lib.llama_get_memory(self.ctx)
         self._batch = lib.llama_batch_init(self.max_batch, 0, parallel + 1)
         self.evaluated_tokens = 0   # tokens run through the model (tests read it)
+        if free_with is not None:   # a context must be freed before its model (llama-cpp-python's rule)
+            free_with.callback(self.close)
 
     def close(self) -> None:
         if getattr(self, "ctx", None):

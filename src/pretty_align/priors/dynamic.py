@@ -52,8 +52,9 @@ class Trace:
     (``changed``: where it does not, the base model would have written the same token).
 
     ``helper_share`` counts every position the helper supplied (the issue's measure of its
-    tokens); ``changed_share`` counts only the tokens of interventions that changed the base
-    model's choice: the part of the output the helper actually rewrote."""
+    tokens); ``changed_share`` counts only the supplied tokens that differ from the base model's
+    greedy choice at their own step: the part of the output the helper actually rewrote. (An
+    intervention's own ``changed`` flag is its first token's.)"""
 
     def __init__(self, mode: str) -> None:
         self.mode, self.interventions = mode, []
@@ -143,13 +144,13 @@ class TextHook(_Hook):
             return greedy
         if not self.wants_help(pos, p1, p2):
             return greedy
-        word, hp = self._helper_word(text.strip())
+        word, attached, hp = self._helper_word(text.strip())
         if word is None:   # the helper ends the answer here
             eos = self.base_tok.eos_token_id
             tok = greedy if eos is None else eos
             self.trace.add(pos, 1, (p1, p2), hp, tok != greedy, "")
             return tok
-        ids = self._base_ids(new, text, word) if word else []
+        ids = self._base_ids(new, text, word, attached) if word else []
         if not ids:   # no usable word within word_tokens: the base model goes on
             return greedy
         self.trace.add(pos, len(ids), (p1, p2), hp, ids[0] != greedy, word)
@@ -157,18 +158,25 @@ class TextHook(_Hook):
         return ids[0]
 
     def _starts_word(self, new: Sequence[int], text: str, greedy: int) -> bool:
-        """Whether the base model's ``greedy`` token would start a word (or end the answer: a token
-        that adds no text, like EOS, is a boundary too, so the helper may overrule an uncertain end)."""
+        """Whether the base model's ``greedy`` token would start a word, or end the answer (a token
+        that adds no text by itself, like EOS: the helper may overrule an uncertain end). Never
+        inside a character that byte tokens spell in pieces."""
         if not text.strip():
             return True
+        if text.endswith("\ufffd"):
+            return False
+        if not self.base_tok.decode([greedy], skip_special_tokens=True):
+            return True
         after = self.base_tok.decode([*new, greedy], skip_special_tokens=True)[len(text):]
-        return text[-1:].isspace() or not after or after[:1].isspace()
+        return text[-1:].isspace() or after[:1].isspace()
 
-    def _helper_word(self, text: str) -> tuple[str | None, float]:
-        """The helper's next word after the answer ``text`` and its probability of its first token.
-        The word is None where the helper ends the answer (its end of turn, or a newline after the
-        answer's first words), "" where it wrote no usable word within ``word_tokens`` tokens (only
-        spaces or special tokens, or a character cut by the cap): the base model then goes on."""
+    def _helper_word(self, text: str) -> tuple[str | None, bool, float]:
+        """The helper's next word after the answer ``text``, whether it continues the answer's last
+        word (no space before it: punctuation, the rest of a word), and the helper's probability of
+        its first token. The word is None where the helper ends the answer (its end of turn, or a
+        newline after the answer's first words), "" where it wrote no usable word within
+        ``word_tokens`` tokens (only spaces or special tokens, or a character cut by the cap): the
+        base model then goes on."""
         hp_prompt = self.helper_prompt
         ids = [*hp_prompt.ids, *(answer_ids(self.helper_tok, hp_prompt, text) if text else [])]
         gen: list[int] = []
@@ -189,23 +197,25 @@ class TextHook(_Hook):
             # before the answer's first word, line breaks are the helper's layout, not an end
             body = piece.lstrip(" \t") if text else piece.lstrip()
             if body.startswith("\n"):
-                return None, first_p
+                return None, False, first_p
             if body and any(ch.isspace() for ch in body):   # a space or newline after the word: it is whole
                 break
         body = piece.strip().rstrip("\ufffd").strip()   # the cap may fall inside a character: drop its part
         if not body:
-            return (None if ended else ""), first_p
-        return body.split()[0], first_p
+            return (None if ended else ""), False, first_p
+        return body.split()[0], bool(text) and not piece[:1].isspace(), first_p
 
-    def _base_ids(self, new: Sequence[int], text: str, word: str) -> list[int]:
-        """Base-model ids that append ``word`` to the row (decoded so far as ``text``): the tail of
-        the whole answer's ids when they start with the row's own ids, else the word encoded on its
-        own, after a space unless the row already ends in one (a lone space token)."""
+    def _base_ids(self, new: Sequence[int], text: str, word: str, attached: bool = False) -> list[int]:
+        """Base-model ids that append ``word`` to the row (decoded so far as ``text``), after a space
+        unless ``attached`` (the helper wrote none) or the row already ends in one (a lone space
+        token): the tail of the whole answer's ids when they start with the row's own ids, else the
+        word encoded on its own."""
         body = text.strip()
-        whole = answer_ids(self.base_tok, self.base_prompt, f"{body} {word}" if body else word)
+        joined = body + word if attached else f"{body} {word}" if body else word
+        whole = answer_ids(self.base_tok, self.base_prompt, joined)
         if whole[:len(new)] == list(new) and len(whole) > len(new):
             return whole[len(new):]
-        glue = "" if text[-1:].isspace() else " " if text or self.base_prompt.sep else ""
+        glue = "" if attached or text[-1:].isspace() else " " if text or self.base_prompt.sep else ""
         return self.base_tok.encode(glue + word, add_special_tokens=False)
 
 
