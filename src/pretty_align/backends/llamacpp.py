@@ -391,25 +391,49 @@ class LlamaSession(Session):
             pass
 
 
-class _SessionContext:
+class _OwnedContext:
+    """A llama.cpp context of our own and its batch, freed by ``close``, at the latest when its
+    model is (``free_with``: the model's exit stack, where llama-cpp-python's own contexts register
+    too; a context freed after its model reads freed memory)."""
+
+    ctx: Any = None
+
+    def _own(self, lib: Any, ctx: Any, batch_tokens: int, n_seq: int, free_with: Any, failure: str) -> None:
+        if not ctx:
+            raise PrettyAlignError(failure)
+        self._lib, self.ctx = lib, ctx
+        self._mem = lib.llama_get_memory(ctx)
+        self._batch = lib.llama_batch_init(batch_tokens, 0, n_seq)
+        if free_with is not None:
+            free_with.callback(self.close)
+
+    def close(self) -> None:
+        if self.ctx:
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self) -> None:   # the context holds native memory
+        try:
+            self.close()
+        except Exception:   # at interpreter shutdown the library may be gone already
+            pass
+
+
+class _SessionContext(_OwnedContext):
     """A llama.cpp context for one sequence, with the main context's parameters, evaluating as
     ``Llama.eval`` does: chunks of the context's ``n_batch`` tokens from the start of each call,
     logits computed for the last token of each chunk (which also shapes the computation, so it is
-    kept the same). Freed by ``close``, at the latest when its model is (``free_with``: the model's
-    exit stack; a context freed after its model reads freed memory)."""
+    kept the same)."""
 
     def __init__(self, lib: Any, model: Any, params: Any, n_vocab: int, free_with: Any = None) -> None:
-        self._lib, self.n_vocab, self.n_tokens = lib, n_vocab, 0
+        self.n_vocab, self.n_tokens = n_vocab, 0
         # No stdout/stderr redirection here (it is process-wide, and a server decodes in a worker
         # thread); llama-cpp-python's log callback already silences llama.cpp's info lines.
-        self.ctx = lib.llama_init_from_model(model, type(params).from_buffer_copy(params))
-        if not self.ctx:
-            raise PrettyAlignError("llama.cpp could not create a context for a helper session; lower 'n_ctx'")
-        self.n_batch = int(lib.llama_n_batch(self.ctx))
-        self._mem = lib.llama_get_memory(self.ctx)
-        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
-        if free_with is not None:
-            free_with.callback(self.close)
+        ctx = lib.llama_init_from_model(model, type(params).from_buffer_copy(params))
+        self.n_batch = int(lib.llama_n_batch(ctx)) if ctx else 0
+        self._own(lib, ctx, self.n_batch, 1, free_with,
+                  "llama.cpp could not create a context for a helper session; lower 'n_ctx'")
 
     def cut(self, keep: int) -> None:
         """Drop every position from ``keep`` on (everything, where the memory cannot drop a suffix)."""
@@ -442,18 +466,6 @@ class _SessionContext:
         import numpy as np
 
         return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,)).copy()
-
-    def close(self) -> None:
-        if getattr(self, "ctx", None):
-            self._lib.llama_batch_free(self._batch)
-            self._lib.llama_free(self.ctx)
-            self.ctx = None
-
-    def __del__(self) -> None:   # the context holds native memory
-        try:
-            self.close()
-        except Exception:   # at interpreter shutdown the library may be gone already
-            pass
 
 
 def _model_exit_stack(llm: Any) -> Any:
@@ -488,7 +500,7 @@ class _Slot:
         self.index, self.row, self.pos, self.next_tok = index, row, pos, -1
 
 
-class ParallelDecoder:
+class ParallelDecoder(_OwnedContext):
     """Continuous batching over one llama.cpp context holding ``parallel`` sequences in a unified
     KV cache: one ``llama_decode`` per step over a ``llama_batch`` whose tokens carry sequence ids.
 
@@ -521,27 +533,12 @@ class ParallelDecoder:
         from llama_cpp._utils import suppress_stdout_stderr
 
         with suppress_stdout_stderr(disable=False):   # llama.cpp's context log, as Llama(verbose=False) does
-            self.ctx = lib.llama_init_from_model(model, params)
-        if not self.ctx:
-            raise PrettyAlignError(f"llama.cpp could not create a context for {parallel} parallel sequences of "
-                                   f"n_ctx={n_ctx}; lower 'parallel' or 'n_ctx'")
-        self._mem = lib.llama_get_memory(self.ctx)
-        self._batch = lib.llama_batch_init(self.max_batch, 0, parallel + 1)
+            ctx = lib.llama_init_from_model(model, params)
+        self._own(lib, ctx, self.max_batch, parallel + 1, free_with,
+                  f"llama.cpp could not create a context for {parallel} parallel sequences of n_ctx={n_ctx}; "
+                  "lower 'parallel' or 'n_ctx'")
         self.evaluated_tokens = 0   # tokens run through the model (tests read it)
-        if free_with is not None:   # a context must be freed before its model (llama-cpp-python's rule)
-            free_with.callback(self.close)
 
-    def close(self) -> None:
-        if getattr(self, "ctx", None):
-            self._lib.llama_batch_free(self._batch)
-            self._lib.llama_free(self.ctx)
-            self.ctx = None
-
-    def __del__(self) -> None:   # the context holds native memory
-        try:
-            self.close()
-        except Exception:   # at interpreter shutdown the library may be gone already
-            pass
 
     def _decode(self, entries: list[tuple[int, int, list[int], bool]]) -> None:
         """One ``llama_decode`` over (token, position, seq ids, wants logits) entries."""

@@ -132,12 +132,12 @@ class TextHook(_Hook):
         self.queue: list[int] = []
 
     def pick(self, logits: Any, new: Sequence[int]) -> int:
-        greedy, p1, p2 = top2(logits)
         pos = len(new)
         if self.queue:   # the rest of a word the helper wrote; changed or not, token by token
             tok = self.queue.pop(0)
-            self.trace.supply(pos, tok != greedy)
+            self.trace.supply(pos, tok != int(np.asarray(logits).argmax()))
             return tok
+        greedy, p1, p2 = top2(logits)
         text = self.base_tok.decode(list(new), skip_special_tokens=True)
         # the first k positions are the helper's wherever they fall; after them, only word starts
         if pos >= self.prior.k and not self._starts_word(new, text, greedy):
