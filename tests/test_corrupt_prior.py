@@ -101,3 +101,25 @@ def test_the_report_draws_the_prior_quality_curve_and_agreement(tmp_path, shared
     assert "## Free-running agreement with the reference output" in md
     page = render_html(res, store.rows("c"))
     assert 'alt="prior-quality curve"' in page and 'alt="free-running agreement by position"' in page
+
+
+def _keys(tmp_path: Path, data: Path, n: int) -> dict[tuple[str, str, str], str]:
+    """(condition, target, example id) -> key of a plan with ``task.n = n`` (nothing is run)."""
+    cfg = tmp_path / f"n{n}.toml"
+    cfg.write_text(CONFIG.format(store=tmp_path / f"n{n}.sqlite", flores=data / "flores200", corrupt="[0, 1]")
+                   .replace("n = 12", f"n = {n}"))
+    return {(w.cond.label, w.tgt.code, w.example.id): w.key for w in Runner(load_config(cfg)).plan()}
+
+
+def test_a_corrupted_priors_key_holds_its_word_pool(tmp_path, shared_data):
+    # The replacement word is drawn from every reference of the run's examples of the language, so
+    # a run over 3 examples and one over 8 draw differently for the same example: they must not
+    # share keys (they did: whichever run stored first won). p = 0 draws nothing, and keeps its key.
+    small, large = _keys(tmp_path, shared_data, 3), _keys(tmp_path, shared_data, 8)
+    shared = small.keys() & large.keys()
+    assert {c for c, _, _ in shared} == {"gold k=3 corrupt=0", "gold k=3 corrupt=1"}
+    for key in shared:
+        if key[0].endswith("corrupt=1"):
+            assert small[key] != large[key], key
+        else:
+            assert small[key] == large[key], key

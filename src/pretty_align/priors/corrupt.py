@@ -14,6 +14,7 @@ provenance records whether the prior was replaced, the original ids and text, an
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Callable, Sequence
 
@@ -55,13 +56,29 @@ class CorruptedPrior(Prior):
         super().__init__(k=inner.k)
         self.inner, self.p, self.seed, self._pool = inner, float(p), int(seed), pool
         self._cache: dict[str, list[tuple[str, list[str]]]] = {}
+        self._pool_hashes: dict[str, str] = {}
         self.needs_model, self.needs_step_hook = inner.needs_model, inner.needs_step_hook
 
     def check_languages(self, pairs: Sequence[tuple[Language, Language]]) -> None:
         self.inner.check_languages(pairs)
 
     def signature(self, src: Language, tgt: Language) -> dict:
-        return {**self.inner.signature(src, tgt), "corrupt": self.p, "corrupt_seed": self.seed}
+        """The inner prior's signature, ``p`` and the seed, and (for ``p > 0``) a hash of the word
+        pool: the replacement drawn for an example depends on every reference of the run's examples
+        of ``tgt``, so another ``task.n``, offset or data file must not share these keys."""
+        sig = {**self.inner.signature(src, tgt), "corrupt": self.p, "corrupt_seed": self.seed}
+        if self.p > 0:
+            sig["corrupt_pool_sha256"] = self._pool_hash(tgt)
+        return sig
+
+    def _pool_hash(self, tgt: Language) -> str:
+        """sha256 (16 hex digits) over the pool's (example id, reference) pairs, in pool order."""
+        if tgt.code not in self._pool_hashes:
+            h = hashlib.sha256()
+            for ex_id, ref in self._pool(tgt):
+                h.update(ex_id.encode("utf-8") + b"\0" + (ref or "").encode("utf-8") + b"\0")
+            self._pool_hashes[tgt.code] = h.hexdigest()[:16]
+        return self._pool_hashes[tgt.code]
 
     def build(self, items: Sequence[PriorItem], tokenizer: Tokenizer) -> list[PriorResult]:
         built = self.inner.build(items, tokenizer)
