@@ -177,6 +177,25 @@ def test_an_api_key_is_required_when_set(tmp_path):
         server.close()
 
 
+def test_the_reference_model_answers_as_itself(tmp_path):
+    """A config with a reference model (the SFT counterpart) serves it as ``<name>+reference``: that
+    model answers, not the base model with no prior (which it did)."""
+    cfg_path = tmp_path / "serve-ref.toml"
+    cfg_path.write_text(CONFIG.format(model="fake:echo", backend="fake", name="ref", decoding="max_new_tokens = 64")
+                        .replace("[[priors]]", '[reference]\nmodel = "fake:upper"\nbackend = "fake"\n[[priors]]', 1))
+    cfg, settings = load_serve_config(cfg_path)
+    server = Server(create_app(cfg, settings)[0])
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        assert "ref+reference" in [m.id for m in client.models.list()]
+        with ThreadPoolExecutor(4) as pool:   # in one batch with the base model's requests too
+            outs = list(pool.map(lambda m: client.completions.create(model=m, prompt="The cat sits."),
+                                 ["ref+reference", "ref+none", "ref+reference", "ref+none"]))
+        assert [o.choices[0].text for o in outs] == ["THE CAT SITS.", "The cat sits."] * 2
+    finally:
+        server.close()
+
+
 def test_a_bad_config_is_refused_before_serving(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(CONFIG.format(model="fake:echo", backend="fake", name="x", decoding="").replace(

@@ -215,8 +215,6 @@ class Worker:
         self.answerers = list(runner._answerers.values())
         for answerer in self.answerers:   # no generation cache (SQLite objects stay in their thread)
             answerer.store = None
-        eos = sorted(self.base.backend.eos_ids())
-        self.eos = eos[0] if eos else (self.base.tokenizer.eos_token_id or 0)
         self.batches = 0      # backend calls made (requests per call = how well requests were batched)
         self.finished: "deque[tuple[str, int, str]]" = deque(maxlen=1000)   # (request id, new tokens, stop)
 
@@ -246,7 +244,7 @@ class Worker:
             live = [j for j in batch if not j.cancelled.is_set()]
             for j in batch:
                 if j.cancelled.is_set():
-                    self.base.forget(j.example)
+                    j.cond.answerer.forget(j.example)
                     self._fail(j, ApiError(499, "client closed the request"))
             try:
                 if live:
@@ -264,8 +262,19 @@ class Worker:
         job.emit(None)
 
     def _run(self, jobs: list[Job]) -> None:
+        """Answer ``jobs``, each by its condition's model: the base model for a prior's condition,
+        the reference model for the reference condition (one backend call per model)."""
+        try:
+            for answerer in dict.fromkeys(j.cond.answerer for j in jobs):
+                self._answer(answerer, [j for j in jobs if j.cond.answerer is answerer])
+        finally:   # each example is seen once: its prompts leave the answerers' caches
+            for j in jobs:
+                for answerer in self.answerers:
+                    answerer.forget(j.example)
+
+    def _answer(self, answerer: Any, jobs: list[Job]) -> None:
         self.batches += 1
-        tok = self.base.tokenizer
+        tok = answerer.tokenizer
         inner: list[Any] = [None] * len(jobs)
         for cond in dict.fromkeys(j.cond for j in jobs):
             mine = [i for i, j in enumerate(jobs) if j.cond is cond and j.own_prior is None and cond.prior is not None]
@@ -278,8 +287,10 @@ class Worker:
             if j.own_prior is not None:
                 j.prior_ids = answer_ids(tok, j.prompt, j.own_prior)
         hooks: list[Any] = list(inner)
-        if self.base.backend.capabilities.step_hook:
-            hooks = [StreamHook(j, tok, self.base.decoding.stop, self.eos, h) if j.stream is not None else h
+        if answerer.backend.capabilities.step_hook:
+            eos = sorted(answerer.backend.eos_ids())
+            stop_id = eos[0] if eos else (tok.eos_token_id or 0)
+            hooks = [StreamHook(j, tok, answerer.decoding.stop, stop_id, h) if j.stream is not None else h
                      for j, h in zip(jobs, inner)]
 
         def answered(i: int, ans: Any) -> None:
@@ -289,13 +300,8 @@ class Worker:
             self.finished.append((job.example.id, len(ans.new_ids), ans.stop_reason))
             job.loop.call_soon_threadsafe(lambda: job.done.done() or job.done.set_result(ans))
 
-        try:
-            self.base.answer([j.example for j in jobs], [j.prior_ids for j in jobs], on_answer=answered, hooks=hooks,
-                             budgets=[j.max_tokens for j in jobs])
-        finally:   # each example is seen once: its prompts leave the answerers' caches
-            for j in jobs:
-                for answerer in self.answerers:
-                    answerer.forget(j.example)
+        answerer.answer([j.example for j in jobs], [j.prior_ids for j in jobs], on_answer=answered, hooks=hooks,
+                        budgets=[j.max_tokens for j in jobs])
 
 
 # -- the app --------------------------------------------------------------------------------------------
@@ -414,7 +420,7 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
         tgt = get_language(code)
         example = Example(f"req-{uuid.uuid4().hex}", text, None, runner.task.source_language(tgt), tgt)
         try:   # cached for the worker, which forgets it; an over-long prompt is refused, never cut
-            prompt, _, _ = worker.base.prompt(example, truncate=False)
+            prompt, _, _ = cond.answerer.prompt(example, truncate=False)
         except PromptTooLong:
             raise ApiError(400, f"the prompt is over the server's limit of {settings.max_prompt_tokens} tokens",
                            param="prompt", code="context_length_exceeded") from None
