@@ -61,6 +61,18 @@ def test_a_row_stored_by_another_writer_is_kept_not_overwritten(tmp_path):
     assert store.db.execute("SELECT key, output FROM results ORDER BY key").fetchall() == [("k1", "o"), ("k2", "o")]
 
 
+def test_an_analysis_stored_by_another_writer_is_kept_and_both_finish(tmp_path):
+    # Two analyses of one plan on one store: both read "not done" before either stores the example;
+    # the second to store it must go on (it raised), keeping the first one's records.
+    store, other = Store(tmp_path / "a.sqlite"), Store(tmp_path / "a.sqlite")
+    assert store.analysis_done(["k"]) == other.analysis_done(["k"]) == set()
+    rec = dict(position=0, token_id=5, rank_base=1, rank_sft=0, p_base=0.5, p_sft=0.9, kl=0.1, overlap=0.7)
+    assert other.insert_analysis("k", "deu_Latn", "e", "tokens", [rec]) is True
+    assert store.insert_analysis("k", "deu_Latn", "e", "tokens", [{**rec, "rank_base": 7}, rec]) is False
+    assert store.db.execute("SELECT rank_base FROM analysis_positions WHERE key = 'k'").fetchall() == [(1,)]
+    assert store.analysis_done(["k"]) == {"k"}
+
+
 def test_full_synchronous_mode_is_applied(tmp_path):
     assert Store(tmp_path / "f.sqlite", synchronous="FULL").db.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert Store(tmp_path / "n.sqlite").db.execute("PRAGMA synchronous").fetchone()[0] == 1

@@ -69,10 +69,6 @@ RESULT_FIELDS = ("key", "condition", "tgt", "example_id", "source", "reference",
 SYNCHRONOUS = ("NORMAL", "FULL")
 
 
-class DuplicateResultError(PrettyAlignError):
-    """A result with this key is already stored; rows are never overwritten."""
-
-
 class Store:
     """Durability: every batch of rows is committed before the next is generated. In WAL mode a
     killed process (even ``kill -9``) loses nothing committed. With ``synchronous="NORMAL"`` (the
@@ -208,11 +204,16 @@ class Store:
         """Keys of the examples whose analysis is fully stored."""
         return self._present("analysis_examples", keys)
 
-    def insert_analysis(self, key: str, tgt: str, example_id: str, mode: str, records: list[dict]) -> None:
+    def insert_analysis(self, key: str, tgt: str, example_id: str, mode: str, records: list[dict]) -> bool:
         """One example's position records and its completion marker, in one transaction: an example
-        is either fully stored or absent. An existing key raises (never overwritten)."""
+        is either fully stored or absent. A key that is already stored (by another process on this
+        store, which analysed the same example with the same code) keeps its records: nothing is
+        overwritten. Returns whether this call stored them."""
         try:
-            with self.db:
+            with self.db:   # one write transaction: the check and the inserts see the same store
+                self.db.execute("BEGIN IMMEDIATE")
+                if self._present("analysis_examples", [key]):
+                    return False
                 self.db.execute("INSERT INTO analysis_examples (key, tgt, example_id, mode, n_positions, created) "
                                 "VALUES (?,?,?,?,?,?)", (key, tgt, example_id, mode, len(records), time.time()))
                 self.db.executemany(
@@ -220,10 +221,8 @@ class Store:
                     f"(?,{','.join('?' * len(self.POSITION_FIELDS))})",
                     [(key, *(r[f] for f in self.POSITION_FIELDS)) for r in records])
         except sqlite3.IntegrityError as e:
-            if "UNIQUE" not in str(e):
-                raise PrettyAlignError(f"{self.path}: invalid analysis record for example {example_id}: {e}") from e
-            raise DuplicateResultError(f"{self.path}: analysis of example {example_id} ({tgt}) is already stored "
-                                       f"({e}); records are never overwritten") from e
+            raise PrettyAlignError(f"{self.path}: invalid analysis record for example {example_id}: {e}") from e
+        return True
 
     def analysis_positions(self, run: str) -> list[dict[str, Any]]:
         """Every stored position record of analysis ``run``, with its example's tgt and mode
