@@ -196,6 +196,54 @@ def test_the_reference_model_answers_as_itself(tmp_path):
         server.close()
 
 
+def test_one_requests_bad_input_fails_only_that_request(tmp_path):
+    """A backend call that raises InputError for one request's input (here: a prefill longer than
+    the context allows) fails that request alone; the others batched with it are answered."""
+    from pretty_align.backends import load_backend
+
+    class SmallContext:   # the fake backend, with a context of 12 prior tokens
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def generate(self, requests, decoding, on_done=None):
+            if any(len(r.prior_ids) > 12 for r in requests):
+                raise InputError("the prior does not fit n_ctx", field="options.n_ctx")
+            return self._inner.generate(requests, decoding, on_done)
+
+    cfg_path = tmp_path / "serve-small.toml"
+    cfg_path.write_text(CONFIG.format(model="fake:echo", backend="fake", name="small",
+                                      decoding="max_new_tokens = 64"))
+    cfg, settings = load_serve_config(cfg_path)
+    settings = settings.model_copy(update={"batch_wait_ms": 300.0})   # the requests below share a call
+    server = Server(create_app(cfg, settings, backend_factory=lambda *a, **kw: SmallContext(load_backend(*a, **kw)))[0])
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+
+        def ask(prefix):
+            msgs = [{"role": "user", "content": "The dog runs."}]
+            extra = {}
+            if prefix:
+                msgs.append({"role": "assistant", "content": prefix})
+                extra = {"continue_final_message": True, "add_generation_prompt": False}
+            try:
+                return client.chat.completions.create(model="small+none", messages=msgs,
+                                                      extra_body=extra).choices[0].message.content
+            except openai.BadRequestError as e:
+                return e
+
+        with ThreadPoolExecutor(3) as pool:
+            outs = list(pool.map(ask, [None, "Der Hund " * 10, None]))
+        assert outs[0] == outs[2] == "The dog runs."
+        assert isinstance(outs[1], openai.BadRequestError) and "n_ctx" in str(outs[1])
+        too_long = ask("Hund " * 400)   # refused before it is queued: prompt + prefix over max_prompt_tokens
+        assert isinstance(too_long, openai.BadRequestError) and "assistant prefix" in str(too_long)
+    finally:
+        server.close()
+
+
 def test_a_bad_config_is_refused_before_serving(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(CONFIG.format(model="fake:echo", backend="fake", name="x", decoding="").replace(

@@ -293,15 +293,30 @@ class Worker:
             hooks = [StreamHook(j, tok, answerer.decoding.stop, stop_id, h) if j.stream is not None else h
                      for j, h in zip(jobs, inner)]
 
+        answered_rows: set[int] = set()
+
         def answered(i: int, ans: Any) -> None:
             job = jobs[i]
+            answered_rows.add(i)
             if hooks[i] is not None:
                 hooks[i].finish(len(ans.new_ids))
             self.finished.append((job.example.id, len(ans.new_ids), ans.stop_reason))
             job.loop.call_soon_threadsafe(lambda: job.done.done() or job.done.set_result(ans))
 
-        answerer.answer([j.example for j in jobs], [j.prior_ids for j in jobs], on_answer=answered, hooks=hooks,
-                        budgets=[j.max_tokens for j in jobs])
+        try:
+            answerer.answer([j.example for j in jobs], [j.prior_ids for j in jobs], on_answer=answered, hooks=hooks,
+                            budgets=[j.max_tokens for j in jobs])
+        except InputError:
+            # One request's own input (a prefill that does not fit the model's context, say) fails the
+            # backend call; the others in it must not fail with it: each unanswered one goes alone.
+            if len(jobs) == 1:
+                raise
+            for i, job in enumerate(jobs):
+                if i not in answered_rows:
+                    try:
+                        self._answer(answerer, [job])
+                    except InputError as e:
+                        self._fail(job, e)
 
 
 # -- the app --------------------------------------------------------------------------------------------
@@ -424,6 +439,10 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
         except PromptTooLong:
             raise ApiError(400, f"the prompt is over the server's limit of {settings.max_prompt_tokens} tokens",
                            param="prompt", code="context_length_exceeded") from None
+        if own_prior is not None and len(prompt.ids) + len(cond.answerer.tokenizer.encode(
+                own_prior, add_special_tokens=False)) > settings.max_prompt_tokens:
+            raise ApiError(400, f"the prompt and the assistant prefix are over the server's limit of "
+                           f"{settings.max_prompt_tokens} tokens", param="messages", code="context_length_exceeded")
         loop = asyncio.get_running_loop()
         return Job(cond, example, prompt, cap, loop, loop.create_future(), own_prior,
                    asyncio.Queue() if stream else None)
