@@ -218,6 +218,32 @@ def test_translation_answer_extraction(raw, clean):
     assert task.clean_answer(raw, Example("e", "s", None, get_language("eng_Latn"), tgt)) == clean
 
 
+@pytest.mark.parametrize("final", [
+    "Der Kater sitzt.", "German: Am Montag.", "German", "Germany wins.", "\"Der Hund.\"", "\"Der Hund", "“Ja”",
+    "Here is the translation:\n\"Der Hund.\"", "Note:", "A:\nB:\nDer Hund.\nMehr.", "  Der  Hund \n\nx",
+    "日本語に翻訳すると、以下のようになります：\n\n「猫がいる。」\n\n説明...",
+])
+def test_what_a_server_streams_is_always_the_start_of_the_final_answer(final):
+    # Every prefix of an output: what streamable() says is certain must begin the cleaned final answer
+    # (a server streams it and cannot take it back), and the whole output gives all of it.
+    from pretty_align.languages import get_language
+    from pretty_align.tasks.base import Example
+    from pretty_align.tasks.translation import TranslationTask
+
+    task = TranslationTask(src_file="x")
+    tgt = get_language("jpn_Jpan") if "日本" in final else get_language("deu_Latn")
+    ex = Example("e", "s", None, get_language("eng_Latn"), tgt)
+    answer = task.clean_answer(final, ex)
+    for one_line in (False, True):
+        if one_line and "\n" in final.strip():
+            continue   # decoding would have stopped at the line break
+        for n in range(len(final) + 1):
+            safe = task.streamable(final[:n], ex, one_line=one_line)
+            assert answer.startswith(safe), (final[:n], safe, answer)
+    if "\n" not in final.strip():
+        assert task.streamable(final, ex, one_line=True) in {answer, ""}   # "": held until the end (quotes)
+
+
 def test_chat_answers_run_to_eos():
     from pretty_align.backends import load_backend
     from pretty_align.decoding import Decoding

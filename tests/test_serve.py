@@ -144,6 +144,17 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_lives_on(client, kwargs, er
     assert client.models.list().data   # still serving
 
 
+def test_the_clients_stop_strings_cut_the_answer(client):
+    # OpenAI's `stop`: the answer ends before the first of them (it was accepted and ignored)
+    out = client.completions.create(model="fake+none", prompt="The cat sits on the mat.", stop=["mat", "sits"])
+    assert out.choices[0].text == "The cat" and out.choices[0].finish_reason == "stop"
+    parts = [c.choices[0].text for c in client.completions.create(model="fake+none", prompt="The cat sits on the mat.",
+                                                                   stop="on", stream=True)]
+    assert "".join(parts) == "The cat sits"
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        client.completions.create(model="fake+none", prompt="The cat.", stop=["a", "b", "c", "d", "e"])
+
+
 def test_malformed_bodies_get_400(fake_server):
     url = fake_server[0].url
     r = httpx.post(url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
@@ -256,10 +267,11 @@ def test_a_bad_config_is_refused_before_serving(tmp_path):
 
 
 def test_tokens_stream_one_step_at_a_time_and_a_disconnect_frees_the_row(tmp_path, tiny_model_dir):
-    """A step-hook backend (a tiny hf model): text arrives in several chunks, and a client that
-    leaves mid-stream ends its row at the next step instead of running to its budget."""
+    """A step-hook backend (a tiny hf model): text arrives in several chunks (decoding stops at a
+    line break, so the line being written is the answer), and a client that leaves mid-stream ends
+    its row at the next step instead of running to its budget."""
     server, app = start(tmp_path, model=str(tiny_model_dir), backend="hf", name="tiny",
-                        decoding="max_new_tokens = 200\nstop = []\nloop_guard = false\nlength_ratio = 1000")
+                        decoding="max_new_tokens = 200\nstop = [\"\\n\"]\nloop_guard = false\nlength_ratio = 1000")
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         msgs = [{"role": "user", "content": "The cat sits on the mat."}]
@@ -267,6 +279,22 @@ def test_tokens_stream_one_step_at_a_time_and_a_disconnect_frees_the_row(tmp_pat
         parts = [c.choices[0].delta.content for c in client.chat.completions.create(
             model="tiny+none", messages=msgs, max_tokens=12, stream=True) if c.choices[0].delta.content]
         assert len(parts) >= 2 and "".join(parts) == whole.choices[0].message.content
+        # The client's stop string: the answer ends before it, the row ends there, streamed or not.
+        text = whole.choices[0].message.content
+        stop = text[len(text) // 2:len(text) // 2 + 2]
+        cut = client.chat.completions.create(model="tiny+none", messages=msgs, max_tokens=12, stop=[stop])
+        assert cut.choices[0].message.content == text[:text.find(stop)].rstrip()
+        assert cut.choices[0].finish_reason == "stop" and cut.usage.completion_tokens < whole.usage.completion_tokens
+        parts = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="tiny+none", messages=msgs, max_tokens=12, stop=stop, stream=True)]
+        assert "".join(parts) == cut.choices[0].message.content
+        # An echoed target label is dropped from the answer: the stream must not have sent it first.
+        prefixed = msgs + [{"role": "assistant", "content": "German: Der"}]
+        extra = {"continue_final_message": True, "add_generation_prompt": False}
+        whole = client.chat.completions.create(model="tiny+none", messages=prefixed, max_tokens=12, extra_body=extra)
+        parts = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="tiny+none", messages=prefixed, max_tokens=12, stream=True, extra_body=extra)]
+        assert whole.choices[0].message.content.startswith("Der") and "".join(parts) == whole.choices[0].message.content
         worker = app.state.worker
         with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=60,
                           json={"model": "tiny+none", "messages": msgs, "max_tokens": 200, "stream": True}) as r:
@@ -274,7 +302,7 @@ def test_tokens_stream_one_step_at_a_time_and_a_disconnect_frees_the_row(tmp_pat
                 if i >= 4:
                     break   # leave after a few chunks
         for _ in range(200):
-            if len(worker.finished) == 3:
+            if len(worker.finished) == 7:
                 break
             time.sleep(0.05)
         _, n_new, reason = worker.finished[-1]

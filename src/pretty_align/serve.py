@@ -38,7 +38,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -110,6 +110,23 @@ def slug(label: str) -> str:
 
 
 # -- requests -------------------------------------------------------------------------------------------
+MAX_STOPS, MAX_STOP_CHARS = 4, 64   # OpenAI's limits on the ``stop`` field
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` before the first occurrence of any of ``stops`` (right-stripped), and whether one occurred."""
+    found = [p for p in (text.find(x) for x in stops) if p != -1]
+    return (text[:min(found)].rstrip(), True) if found else (text, False)
+
+
+def without_stop_start(text: str, stops: Sequence[str]) -> str:
+    """``text`` without its longest suffix that begins one of ``stops``: the next tokens may complete it."""
+    for n in range(min(len(text), max(map(len, stops), default=1) - 1), 0, -1):
+        if any(x.startswith(text[-n:]) for x in stops):
+            return text[:-n]
+    return text
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")   # clients send fields we do not use (user, seed...)
 
@@ -120,6 +137,15 @@ class _Request(BaseModel):
     n: int = Field(1, ge=1, le=1)          # greedy decoding: one answer per request
     temperature: Optional[float] = Field(None, ge=0, le=2)   # accepted; decoding is greedy
     target_lang: Optional[str] = Field(None, max_length=16)
+    stop: Optional[str | list[str]] = None   # OpenAI's: the answer ends before the first of these
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> list[str]:
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > MAX_STOPS or any(not 0 < len(x) <= MAX_STOP_CHARS for x in stops):
+            raise ValueError(f"give at most {MAX_STOPS} stop strings of 1 to {MAX_STOP_CHARS} characters")
+        return stops
 
 
 class CompletionRequest(_Request):
@@ -176,6 +202,12 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     sent: str = ""                           # text already streamed
     prior_ids: list[int] = field(default_factory=list)
+    stops: tuple[str, ...] = ()              # the client's stop strings
+
+    def final(self, ans: Any) -> tuple[str, str]:
+        """The answer's text as the client gets it (cut at its stop strings) and the finish reason."""
+        text, cut = cut_at_stops(ans.text, self.stops)
+        return text, "stop" if cut else _finish(ans.stop_reason)
 
     def emit(self, item: Any) -> None:
         if self.stream is not None:
@@ -183,22 +215,33 @@ class Job:
 
 
 class StreamHook:
-    """Picks like the inner hook (or greedily), streams the text that became final, and ends the
-    row (EOS) once the client has gone."""
+    """Picks like the inner hook (or greedily); streams the part of the answer no later token can
+    change (so the streamed text is the text a non-streamed request gets); ends the row (EOS) once
+    the client has gone or the answer holds one of the client's stop strings."""
 
     def __init__(self, job: Job, tokenizer: Any, stops: tuple[str, ...], eos: int, inner: Any = None) -> None:
         self.job, self.tok, self.stops, self.eos, self.inner = job, tokenizer, stops, eos, inner
+        self.task = job.cond.answerer.task
 
     def pick(self, logits: Any, new: list[int]) -> int:
         job = self.job
         if job.cancelled.is_set():
             return self.eos
         if new:
-            text = render_output(self.tok, job.prompt, job.prior_ids, new, self.stops)
-            if text.startswith(job.sent) and len(text) > len(job.sent):
-                job.emit(text[len(job.sent):])
-                job.sent = text
+            raw = render_output(self.tok, job.prompt, job.prior_ids, new, self.stops)
+            if job.stops and cut_at_stops(self.task.clean_answer(raw, job.example), job.stops)[1]:
+                return self.eos   # the client's stop string: the answer ends before it
+            if job.stream is not None:
+                self._emit(raw)
         return int(self.inner.pick(logits, new) if self.inner is not None else logits.argmax())
+
+    def _emit(self, raw: str) -> None:
+        job = self.job
+        safe = self.task.streamable(without_stop_start(raw, self.stops), job.example, one_line="\n" in self.stops)
+        safe = without_stop_start(cut_at_stops(safe, job.stops)[0], job.stops).rstrip()
+        if safe.startswith(job.sent) and len(safe) > len(job.sent):
+            job.emit(safe[len(job.sent):])
+            job.sent = safe
 
     def finish(self, n_new: int) -> dict:
         return self.inner.finish(n_new) if self.inner is not None else {}
@@ -290,8 +333,8 @@ class Worker:
         if answerer.backend.capabilities.step_hook:
             eos = sorted(answerer.backend.eos_ids())
             stop_id = eos[0] if eos else (tok.eos_token_id or 0)
-            hooks = [StreamHook(j, tok, answerer.decoding.stop, stop_id, h) if j.stream is not None else h
-                     for j, h in zip(jobs, inner)]
+            hooks = [StreamHook(j, tok, answerer.decoding.stop, stop_id, h) if j.stream is not None or j.stops
+                     else h for j, h in zip(jobs, inner)]
 
         answered_rows: set[int] = set()
 
@@ -445,7 +488,7 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
                            f"{settings.max_prompt_tokens} tokens", param="messages", code="context_length_exceeded")
         loop = asyncio.get_running_loop()
         return Job(cond, example, prompt, cap, loop, loop.create_future(), own_prior,
-                   asyncio.Queue() if stream else None)
+                   asyncio.Queue() if stream else None, stops=tuple(req.stop or ()))
 
     async def respond(job: Job, request: Request, kind: str, model: str):
         worker.jobs.put(job)
@@ -496,10 +539,13 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
                 piece = job.stream.get_nowait()   # type: ignore[union-attr]
                 if piece:
                     yield chunk(piece)
-            rest = ans.text[len(job.sent):] if ans.text.startswith(job.sent) else ""
+            text, finish = job.final(ans)
+            if not text.startswith(job.sent):   # cannot happen (only certain text is streamed): say so
+                log.warning("request %s: streamed %r, but the answer is %r", job.example.id, job.sent, text)
+            rest = text[len(job.sent):] if text.startswith(job.sent) else ""
             if rest:
                 yield chunk(rest)
-            yield chunk(None, _finish(ans.stop_reason))
+            yield chunk(None, finish)
             yield "data: [DONE]\n\n"
         finally:   # a client that disconnects mid-stream frees its slot at the next step
             job.cancelled.set()
@@ -545,13 +591,13 @@ def _body(kind: str, rid: str, created: int, model: str, ans: Any, job: Job) -> 
              "total_tokens": len(job.prompt.ids) + len(ans.new_ids)}
     extra = {"target_lang": job.example.tgt.code, "condition": job.cond.label, "prior_ids": ans.prior_ids,
              "decoding": "greedy"}
+    text, finish = job.final(ans)
     if kind == "chat":
-        choice: dict = {"index": 0, "message": {"role": "assistant", "content": ans.text},
-                        "finish_reason": _finish(ans.stop_reason)}
+        choice: dict = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         return {"id": rid, "object": "chat.completion", "created": created, "model": model, "choices": [choice],
                 "usage": usage, "pretty_align": extra}
     return {"id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": ans.text, "finish_reason": _finish(ans.stop_reason), "logprobs": None}],
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
             "usage": usage, "pretty_align": extra}
 
 

@@ -79,6 +79,16 @@ class Task(ABC):
         """Post-process a model answer (e.g. drop an echoed "German:" label)."""
         return text.strip()
 
+    def streamable(self, partial: str, example: Example, *, one_line: bool) -> str:
+        """What of the cleaned answer is certain when the output so far is ``partial``: a prefix of
+        ``clean_answer(partial + more)`` for whatever ``more`` follows (with ``one_line``, ``more``
+        holds no line break: decoding stops at one). A server streams it. Default: ``partial``
+        without its trailing whitespace where the answer is ``strip``ped only, which any
+        continuation extends."""
+        if type(self).clean_answer is not Task.clean_answer:
+            return ""   # a task that post-processes more must say what is certain
+        return partial.strip()
+
     @abstractmethod
     def signature(self, tgt: Language | None = None) -> dict:
         """Task name, template and data identity, for result keys. With ``tgt``, also everything

@@ -20,6 +20,8 @@ from ..languages import Language, get_language
 from . import TASKS
 from .base import Example, Task, check_template, first_answer_line
 
+QUOTE_PAIRS = ('""', "“”", "「」")   # quotes around a whole answer line, dropped by clean_answer
+
 DEFAULT_TEMPLATE = ("Translate the following sentence from {src_name} to {tgt_name}.\n"
                     "{src_name}: {source}\n{tgt_name}:")
 FIELDS = {"src_name", "tgt_name", "source", "src", "tgt"}
@@ -126,10 +128,29 @@ class TranslationTask(Task):
         """``first_answer_line`` without the echoed target label ("German: ..."), and without quotes
         around the whole line."""
         text = first_answer_line(text, example.tgt.name + ":")
-        for left, right in ('""', "“”", "「」"):
+        for left, right in QUOTE_PAIRS:
             if len(text) > 2 and text[0] == left and text[-1] == right:
                 text = text[1:-1].strip()
         return text
+
+    def streamable(self, partial: str, example: Example, *, one_line: bool) -> str:
+        """See ``Task.streamable``. Held back: everything while the answer line could still turn out
+        to be a preamble (without ``one_line``, a line is certain once complete and not ending in a
+        colon), become the echoed label, or lose a pair of quotes (an opening quote: until the end)."""
+        label = example.tgt.name + ":"
+        lines = [ln.strip() for ln in partial.strip().split("\n")]
+        if not one_line:
+            complete = [ln for ln in lines[:-1] if ln]
+            answer = next((ln for ln in complete if not ln.endswith((":", "："))), None)
+            return self.clean_answer(answer, example) if answer is not None else ""
+        line = lines[0]
+        if label.startswith(line):
+            return ""
+        if line.startswith(label):
+            line = line[len(label):].strip()
+        if line[:1] in {left for left, _ in QUOTE_PAIRS}:
+            return ""
+        return line
 
     def signature(self, tgt: Language | None = None) -> dict:
         return {"task": "translation", "template_sha256": hashlib.sha256(self.template.encode()).hexdigest()[:16],
