@@ -73,6 +73,35 @@ def test_an_analysis_stored_by_another_writer_is_kept_and_both_finish(tmp_path):
     assert store.analysis_done(["k"]) == {"k"}
 
 
+def test_two_processes_migrating_an_old_store_both_open_it(tmp_path):
+    # A store from before rows named their code lacks a column that opening it adds. While another
+    # process adds it (not yet committed), a second opener must wait and find it, not add it again
+    # ("duplicate column name").
+    import threading
+
+    path = tmp_path / "old.sqlite"
+    Store(path).close()
+    other = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+    other.execute("ALTER TABLE results DROP COLUMN code_revision")   # the old schema
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ALTER TABLE results ADD COLUMN code_revision TEXT")   # the first opener, mid-migration
+    errors: list[BaseException] = []
+
+    def second_opener() -> None:
+        try:
+            Store(path).close()
+        except BaseException as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=second_opener)
+    t.start()
+    t.join(timeout=1.0)      # it waits for the first opener's lock
+    other.execute("COMMIT")
+    t.join(timeout=60)
+    assert not t.is_alive() and errors == []
+    assert "code_revision" in {r[1] for r in other.execute("PRAGMA table_info(results)")}
+
+
 def test_full_synchronous_mode_is_applied(tmp_path):
     assert Store(tmp_path / "f.sqlite", synchronous="FULL").db.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert Store(tmp_path / "n.sqlite").db.execute("PRAGMA synchronous").fetchone()[0] == 1

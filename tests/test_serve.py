@@ -255,6 +255,33 @@ def test_one_requests_bad_input_fails_only_that_request(tmp_path):
         server.close()
 
 
+def test_a_server_side_failure_is_a_500_without_its_internals(tmp_path, caplog):
+    from pretty_align.backends import load_backend
+
+    class Broken:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def generate(self, requests, decoding, on_done=None):
+            raise RuntimeError("cannot read /secret/path/model.bin")
+
+    cfg_path = tmp_path / "serve-broken.toml"
+    cfg_path.write_text(CONFIG.format(model="fake:echo", backend="fake", name="broken", decoding="max_new_tokens = 8"))
+    cfg, settings = load_serve_config(cfg_path)
+    server = Server(create_app(cfg, settings, backend_factory=lambda *a, **kw: Broken(load_backend(*a, **kw)))[0])
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        with caplog.at_level(logging.ERROR), pytest.raises(openai.InternalServerError) as e:
+            client.completions.create(model="broken+none", prompt="The cat.")
+        assert "RuntimeError" in str(e.value) and "/secret/path" not in str(e.value)
+        assert any("/secret/path" in (r.exc_text or "") or "/secret/path" in str(r.exc_info) for r in caplog.records)
+    finally:
+        server.close()
+
+
 def test_a_bad_config_is_refused_before_serving(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(CONFIG.format(model="fake:echo", backend="fake", name="x", decoding="").replace(

@@ -579,7 +579,8 @@ def as_api_error(e: Exception) -> ApiError:
         return e
     if isinstance(e, InputError):
         return ApiError(400, str(e))
-    return ApiError(500, f"generation failed: {type(e).__name__}: {e}")
+    # The message can hold paths or a model's internals: the server's log has it (the batch's traceback)
+    return ApiError(500, f"generation failed ({type(e).__name__}); the server's log has the details")
 
 
 def _finish(stop_reason: str) -> str:

@@ -86,6 +86,8 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         with self.db:
             self.db.executescript(SCHEMA)
+        with self.db:   # check and migrate under the write lock: another process may be migrating it too
+            self.db.execute("BEGIN IMMEDIATE")
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
             if "code_revision" not in columns:   # a store written before rows named their code
                 self.db.execute("ALTER TABLE results ADD COLUMN code_revision TEXT")
