@@ -21,6 +21,7 @@ import httpx  # noqa: E402
 import openai  # noqa: E402
 import uvicorn  # noqa: E402
 
+from pretty_align.backends import load_backend  # noqa: E402
 from pretty_align.errors import InputError  # noqa: E402
 from pretty_align.serve import create_app, load_serve_config  # noqa: E402
 
@@ -68,12 +69,31 @@ class Server:
 
 
 def start(tmp_path: Path, *, model="fake:echo", backend="fake", name="fake", api_key=None,
-          decoding="max_new_tokens = 64"):
+          decoding="max_new_tokens = 64", reference: str | None = None, generate=None, **settings_update):
+    """A server for CONFIG; ``reference``: a [reference] model; ``generate(inner, requests, decoding,
+    on_done)``: replaces the loaded backend's ``generate``; ``settings_update``: [serve] fields."""
+    text = CONFIG.format(model=model, backend=backend, name=name, decoding=decoding)
+    if reference:
+        text = text.replace("[[priors]]", f'[reference]\nmodel = "{reference}"\nbackend = "fake"\n[[priors]]', 1)
     cfg_path = tmp_path / f"serve-{name}.toml"
-    cfg_path.write_text(CONFIG.format(model=model, backend=backend, name=name, decoding=decoding))
+    cfg_path.write_text(text)
     cfg, settings = load_serve_config(cfg_path)
-    asgi, app = create_app(cfg, settings, api_key=api_key)
+    factory = load_backend if generate is None else lambda *a, **kw: Wrapped(load_backend(*a, **kw), generate)
+    asgi, app = create_app(cfg, settings.model_copy(update=settings_update), api_key=api_key, backend_factory=factory)
     return Server(asgi), app
+
+
+class Wrapped:
+    """A backend whose ``generate`` is ``generate(inner, ...)``; everything else is ``inner``'s."""
+
+    def __init__(self, inner, generate) -> None:
+        self._inner, self._generate = inner, generate
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def generate(self, requests, decoding, on_done=None):
+        return self._generate(self._inner, requests, decoding, on_done)
 
 
 @pytest.fixture(scope="module")
@@ -191,11 +211,7 @@ def test_an_api_key_is_required_when_set(tmp_path):
 def test_the_reference_model_answers_as_itself(tmp_path):
     """A config with a reference model (the SFT counterpart) serves it as ``<name>+reference``: that
     model answers, not the base model with no prior (which it did)."""
-    cfg_path = tmp_path / "serve-ref.toml"
-    cfg_path.write_text(CONFIG.format(model="fake:echo", backend="fake", name="ref", decoding="max_new_tokens = 64")
-                        .replace("[[priors]]", '[reference]\nmodel = "fake:upper"\nbackend = "fake"\n[[priors]]', 1))
-    cfg, settings = load_serve_config(cfg_path)
-    server = Server(create_app(cfg, settings)[0])
+    server, _ = start(tmp_path, name="ref", reference="fake:upper")
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         assert "ref+reference" in [m.id for m in client.models.list()]
@@ -210,26 +226,13 @@ def test_the_reference_model_answers_as_itself(tmp_path):
 def test_one_requests_bad_input_fails_only_that_request(tmp_path):
     """A backend call that raises InputError for one request's input (here: a prefill longer than
     the context allows) fails that request alone; the others batched with it are answered."""
-    from pretty_align.backends import load_backend
+    def small_context(inner, requests, decoding, on_done):   # the fake backend, with room for 12 prior tokens
+        if any(len(r.prior_ids) > 12 for r in requests):
+            raise InputError("the prior does not fit n_ctx", field="options.n_ctx")
+        return inner.generate(requests, decoding, on_done)
 
-    class SmallContext:   # the fake backend, with a context of 12 prior tokens
-        def __init__(self, inner):
-            self._inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self._inner, name)
-
-        def generate(self, requests, decoding, on_done=None):
-            if any(len(r.prior_ids) > 12 for r in requests):
-                raise InputError("the prior does not fit n_ctx", field="options.n_ctx")
-            return self._inner.generate(requests, decoding, on_done)
-
-    cfg_path = tmp_path / "serve-small.toml"
-    cfg_path.write_text(CONFIG.format(model="fake:echo", backend="fake", name="small",
-                                      decoding="max_new_tokens = 64"))
-    cfg, settings = load_serve_config(cfg_path)
-    settings = settings.model_copy(update={"batch_wait_ms": 300.0})   # the requests below share a call
-    server = Server(create_app(cfg, settings, backend_factory=lambda *a, **kw: SmallContext(load_backend(*a, **kw)))[0])
+    # batch_wait_ms: the three requests below share one backend call
+    server, _ = start(tmp_path, name="small", generate=small_context, batch_wait_ms=300.0)
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
 
@@ -256,22 +259,10 @@ def test_one_requests_bad_input_fails_only_that_request(tmp_path):
 
 
 def test_a_server_side_failure_is_a_500_without_its_internals(tmp_path, caplog):
-    from pretty_align.backends import load_backend
+    def broken(inner, requests, decoding, on_done):
+        raise RuntimeError("cannot read /secret/path/model.bin")
 
-    class Broken:
-        def __init__(self, inner):
-            self._inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self._inner, name)
-
-        def generate(self, requests, decoding, on_done=None):
-            raise RuntimeError("cannot read /secret/path/model.bin")
-
-    cfg_path = tmp_path / "serve-broken.toml"
-    cfg_path.write_text(CONFIG.format(model="fake:echo", backend="fake", name="broken", decoding="max_new_tokens = 8"))
-    cfg, settings = load_serve_config(cfg_path)
-    server = Server(create_app(cfg, settings, backend_factory=lambda *a, **kw: Broken(load_backend(*a, **kw)))[0])
+    server, _ = start(tmp_path, name="broken", generate=broken)
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         with caplog.at_level(logging.ERROR), pytest.raises(openai.InternalServerError) as e:

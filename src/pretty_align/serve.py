@@ -197,7 +197,7 @@ class Job:
     max_tokens: int
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future
-    own_prior: Optional[str] = None          # the caller's prefill (continue_final_message)
+    own_prior: Optional[str] = None          # the caller's prefill (continue_final_message), as prior_ids
     stream: Optional[asyncio.Queue] = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     sent: str = ""                           # text already streamed
@@ -326,9 +326,6 @@ class Worker:
             built = cond.prior.build([PriorItem(jobs[i].example, jobs[i].prompt) for i in mine], tok)
             for i, res in zip(mine, built):
                 jobs[i].prior_ids, inner[i] = list(res.ids), res.hook
-        for j in jobs:
-            if j.own_prior is not None:
-                j.prior_ids = answer_ids(tok, j.prompt, j.own_prior)
         hooks: list[Any] = list(inner)
         if answerer.backend.capabilities.step_hook:
             eos = sorted(answerer.backend.eos_ids())
@@ -482,13 +479,14 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
         except PromptTooLong:
             raise ApiError(400, f"the prompt is over the server's limit of {settings.max_prompt_tokens} tokens",
                            param="prompt", code="context_length_exceeded") from None
-        if own_prior is not None and len(prompt.ids) + len(cond.answerer.tokenizer.encode(
-                own_prior, add_special_tokens=False)) > settings.max_prompt_tokens:
+        # the caller's prefix as the answer's first ids, once, here: the limit below needs its length
+        own_ids = answer_ids(cond.answerer.tokenizer, prompt, own_prior) if own_prior is not None else []
+        if len(prompt.ids) + len(own_ids) > settings.max_prompt_tokens:
             raise ApiError(400, f"the prompt and the assistant prefix are over the server's limit of "
                            f"{settings.max_prompt_tokens} tokens", param="messages", code="context_length_exceeded")
         loop = asyncio.get_running_loop()
         return Job(cond, example, prompt, cap, loop, loop.create_future(), own_prior,
-                   asyncio.Queue() if stream else None, stops=tuple(req.stop or ()))
+                   asyncio.Queue() if stream else None, prior_ids=own_ids, stops=tuple(req.stop or ()))
 
     async def respond(job: Job, request: Request, kind: str, model: str):
         worker.jobs.put(job)

@@ -539,7 +539,6 @@ class ParallelDecoder(_OwnedContext):
                   "lower 'parallel' or 'n_ctx'")
         self.evaluated_tokens = 0   # tokens run through the model (tests read it)
 
-
     def _decode(self, entries: list[tuple[int, int, list[int], bool]]) -> None:
         """One ``llama_decode`` over (token, position, seq ids, wants logits) entries."""
         b = self._batch
