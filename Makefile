@@ -5,6 +5,13 @@ BIN    := $(VENV)/bin
 # the data folder: DATA= on the command line, else PRETTY_DATA from the environment, else ../shared/data
 DATA   ?= $(or $(PRETTY_DATA),$(abspath ../shared/data))
 export PRETTY_DATA := $(DATA)
+# Byte code, cached once. Where PYTHONDONTWRITEBYTECODE is set (this machine sets it) nothing was
+# cached, and `make venv` installs with --no-compile, so every Python process (two pytest workers,
+# dozens of CLI subprocesses in the suite) compiled torch's, transformers' and matplotlib's sources
+# again on import: ~3 s of CPU each. The cache lives in the venv (gone with it), never beside the
+# sources; a source edit invalidates its entry as usual (mtime and size).
+export PYTHONDONTWRITEBYTECODE :=
+export PYTHONPYCACHEPREFIX ?= $(abspath $(VENV))/pycache
 
 .PHONY: venv tools setup demo test bench paper quick clean
 
@@ -34,7 +41,8 @@ LLAMA_REQ = $(shell sed -n 's/^llamacpp = \["\([^"[]*\)\(\[[a-z,]*\]\)\{0,1\}\([
 # wheel compiles from its sdist (~2.5 min, both cores; from pip's wheel cache in seconds) while torch
 # and every other package download and unpack; the last install then takes that wheel. --no-compile:
 # pip would byte-compile every module of every package (a large share of these installs' CPU, which
-# the compile beside them needs); Python compiles what is imported, on first import.
+# the compile beside them needs); Python compiles what is imported, on first import, into the cache
+# above.
 PIP_INSTALL = $(BIN)/pip install -q --no-compile
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(LLAMA_REQ)" || { echo "Makefile: no llamacpp extra found in pyproject.toml"; exit 2; }
