@@ -309,7 +309,13 @@ def test_options_adapter_gguf_and_signature(stub_vllm, tmp_path):
 # -- a real model on a GPU ----------------------------------------------------------------------
 def test_real_model_greedy_and_scores_match_the_hf_backend():
     """Set PRETTY_ALIGN_VLLM_MODEL to a small causal LM (hub id or directory) on a GPU machine
-    with vLLM installed. float32 on both sides, so the greedy paths may not diverge."""
+    with vLLM installed. float32 on both sides, so the greedy paths may not diverge.
+
+    vLLM's float32 on a GPU is not CPU float32 to the last bits: on an H200 (vLLM 0.20.2, its
+    TRITON_ATTN backend, a tiny random Qwen2 with head_dim 64) the answer's log-probabilities
+    differed from the hf backend's by up to 0.027 (mean 0.005) over the 400-token vocabulary, with
+    the greedy outputs identical. TOL is set to that kind of error; a wrong position or token in
+    the mapping is off by nats, not hundredths."""
     pytest.importorskip("vllm")
     if not torch.cuda.is_available():
         pytest.skip("the vllm backend needs a GPU")
@@ -335,10 +341,11 @@ def test_real_model_greedy_and_scores_match_the_hf_backend():
     p, a = list(reqs[0].prompt_ids), answer_ids(tok, encode_prompt(tok, "English: The cat.\nGerman:"), "Die Katze.")
     lv = torch.cat([lp for _, _, lp in vb.answer_logprobs([(p, a)])])
     lh = torch.cat([lp for _, _, lp in hf.answer_logprobs([(p, a)])])
-    assert lv.shape == lh.shape and torch.allclose(lv, lh, atol=2e-3)
+    tol = 0.05
+    assert lv.shape == lh.shape and torch.allclose(lv, lh, atol=tol)
     sv, sh = vb.score(p, a, top_k=5), hf.score(p, a, top_k=5)
-    assert sv.logprobs == pytest.approx(sh.logprobs, abs=2e-3)
+    assert sv.logprobs == pytest.approx(sh.logprobs, abs=tol)
     for i, t in enumerate(a):   # ranks agree up to tokens within float noise of the target
-        close = int(((lh[i] - lh[i, t]).abs() < 2e-3).sum())
+        close = int(((lh[i] - lh[i, t]).abs() < 2 * tol).sum())
         assert abs(sv.ranks[i] - sh.ranks[i]) < close
     assert [t[0] for t in sv.top_ids] == [t[0] for t in sh.top_ids]
