@@ -175,6 +175,29 @@ def test_the_clients_stop_strings_cut_the_answer(client):
         client.completions.create(model="fake+none", prompt="The cat.", stop=["a", "b", "c", "d", "e"])
 
 
+def test_a_stop_string_inside_the_callers_prefix_does_not_end_the_answer(client):
+    # Stop strings end generated text only (as on OpenAI-style servers): the caller's own start of
+    # the answer may hold one, and the answer still goes on. (It was cut inside the prefix, and the
+    # row ended at its first token.)
+    msgs = [{"role": "user", "content": "The dog runs."}, {"role": "assistant", "content": "Der Hund"}]
+    extra = {"continue_final_message": True, "add_generation_prompt": False}
+    whole = client.chat.completions.create(model="fake+none", messages=msgs, extra_body=extra).choices[0]
+    text = whole.message.content
+    assert text.startswith("Der Hund") and len(text) > len("Der Hund ") and text.count("Hund") == 1
+    for stream in (False, True):
+        got = client.chat.completions.create(model="fake+none", messages=msgs, extra_body=extra, stop=["Hund"],
+                                             stream=stream)
+        if stream:
+            assert "".join(c.choices[0].delta.content or "" for c in got) == text
+        else:
+            assert got.choices[0].message.content == text and got.choices[0].finish_reason == whole.finish_reason
+    # after the prefix a stop string still cuts
+    after = text[len("Der Hund"):].split()[0]
+    cut = client.chat.completions.create(model="fake+none", messages=msgs, extra_body=extra, stop=[after, "Der"])
+    assert cut.choices[0].message.content == text[:text.index(after, len("Der Hund"))].rstrip()
+    assert cut.choices[0].finish_reason == "stop"
+
+
 def test_malformed_bodies_get_400(fake_server):
     url = fake_server[0].url
     r = httpx.post(url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
@@ -313,6 +336,15 @@ def test_tokens_stream_one_step_at_a_time_and_a_disconnect_frees_the_row(tmp_pat
         parts = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="tiny+none", messages=prefixed, max_tokens=12, stream=True, extra_body=extra)]
         assert whole.choices[0].message.content.startswith("Der") and "".join(parts) == whole.choices[0].message.content
+        # A stop string inside the caller's prefix does not end the row (the step hook's check); one
+        # in the generated text after it does.
+        content = whole.choices[0].message.content
+        after = content.find("Der", len("Der"))
+        kept = client.chat.completions.create(model="tiny+none", messages=prefixed, max_tokens=12, stop=["Der"],
+                                              extra_body=extra)
+        assert kept.choices[0].message.content == (content if after == -1 else content[:after].rstrip()) != ""
+        if after == -1:
+            assert kept.usage.completion_tokens == whole.usage.completion_tokens
         worker = app.state.worker
         with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=60,
                           json={"model": "tiny+none", "messages": msgs, "max_tokens": 200, "stream": True}) as r:
@@ -320,7 +352,7 @@ def test_tokens_stream_one_step_at_a_time_and_a_disconnect_frees_the_row(tmp_pat
                 if i >= 4:
                     break   # leave after a few chunks
         for _ in range(200):
-            if len(worker.finished) == 7:
+            if len(worker.finished) == 8:
                 break
             time.sleep(0.05)
         _, n_new, reason = worker.finished[-1]

@@ -113,9 +113,13 @@ def slug(label: str) -> str:
 MAX_STOPS, MAX_STOP_CHARS = 4, 64   # OpenAI's limits on the ``stop`` field
 
 
-def cut_at_stops(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` before the first occurrence of any of ``stops`` (right-stripped), and whether one occurred."""
-    found = [p for p in (text.find(x) for x in stops) if p != -1]
+def cut_at_stops(text: str, stops: Sequence[str], prefix: str = "") -> tuple[str, bool]:
+    """``text`` before the first occurrence of any of ``stops`` (right-stripped), and whether one
+    occurred. Only occurrences that begin after ``prefix`` (the caller's own start of the answer,
+    when ``text`` begins with it) count: stop strings end generated text, as on OpenAI-style
+    servers, never the caller's prefill."""
+    start = len(prefix) if prefix and text.startswith(prefix) else 0
+    found = [p for p in (text.find(x, start) for x in stops) if p != -1]
     return (text[:min(found)].rstrip(), True) if found else (text, False)
 
 
@@ -203,10 +207,11 @@ class Job:
     sent: str = ""                           # text already streamed
     prior_ids: list[int] = field(default_factory=list)
     stops: tuple[str, ...] = ()              # the client's stop strings
+    prefix: str = ""                         # own_prior as it begins the answer's text (stops look after it)
 
     def final(self, ans: Any) -> tuple[str, str]:
         """The answer's text as the client gets it (cut at its stop strings) and the finish reason."""
-        text, cut = cut_at_stops(ans.text, self.stops)
+        text, cut = cut_at_stops(ans.text, self.stops, self.prefix)
         return text, "stop" if cut else _finish(ans.stop_reason)
 
     def emit(self, item: Any) -> None:
@@ -229,7 +234,7 @@ class StreamHook:
             return self.eos
         if new:
             raw = render_output(self.tok, job.prompt, job.prior_ids, new, self.stops)
-            if job.stops and cut_at_stops(self.task.clean_answer(raw, job.example), job.stops)[1]:
+            if job.stops and cut_at_stops(self.task.clean_answer(raw, job.example), job.stops, job.prefix)[1]:
                 return self.eos   # the client's stop string: the answer ends before it
             if job.stream is not None:
                 self._emit(raw)
@@ -238,7 +243,7 @@ class StreamHook:
     def _emit(self, raw: str) -> None:
         job = self.job
         safe = self.task.streamable(without_stop_start(raw, self.stops), job.example, one_line="\n" in self.stops)
-        safe = without_stop_start(cut_at_stops(safe, job.stops)[0], job.stops).rstrip()
+        safe = without_stop_start(cut_at_stops(safe, job.stops, job.prefix)[0], job.stops).rstrip()
         if safe.startswith(job.sent) and len(safe) > len(job.sent):
             job.emit(safe[len(job.sent):])
             job.sent = safe
@@ -484,9 +489,12 @@ def create_app(cfg: ExperimentConfig, settings: ServeSettings, *, api_key: str |
         if len(prompt.ids) + len(own_ids) > settings.max_prompt_tokens:
             raise ApiError(400, f"the prompt and the assistant prefix are over the server's limit of "
                            f"{settings.max_prompt_tokens} tokens", param="messages", code="context_length_exceeded")
+        # the prefix as the answer's text begins with it (cleaned like the answer: a target label goes)
+        prefix = (cond.answerer.task.clean_answer(render_output(cond.answerer.tokenizer, prompt, own_ids, []), example)
+                  if own_ids else "")
         loop = asyncio.get_running_loop()
         return Job(cond, example, prompt, cap, loop, loop.create_future(), own_prior,
-                   asyncio.Queue() if stream else None, prior_ids=own_ids, stops=tuple(req.stop or ()))
+                   asyncio.Queue() if stream else None, prior_ids=own_ids, stops=tuple(req.stop or ()), prefix=prefix)
 
     async def respond(job: Job, request: Request, kind: str, model: str):
         worker.jobs.put(job)
