@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pretty_align.experiment.config import load_config
 from pretty_align.experiment import report
+from pretty_align.experiment.config import load_config
 from pretty_align.experiment.html import render_html
 from pretty_align.experiment.report import compute, to_markdown
 from pretty_align.experiment.runner import Runner

@@ -314,7 +314,7 @@ def test_real_model_greedy_and_scores_match_the_hf_backend():
     vLLM's float32 on a GPU is not CPU float32 to the last bits: on an H200 (vLLM 0.20.2, its
     TRITON_ATTN backend, a tiny random Qwen2 with head_dim 64) the answer's log-probabilities
     differed from the hf backend's by up to 0.027 (mean 0.005) over the 400-token vocabulary, with
-    the greedy outputs identical. TOL is set to that kind of error; a wrong position or token in
+    the greedy outputs identical. ``tol`` is set to that kind of error; a wrong position or token in
     the mapping is off by nats, not hundredths."""
     pytest.importorskip("vllm")
     if not torch.cuda.is_available():
