@@ -95,15 +95,9 @@ EOF
 echo "== a tiny random Qwen2"
 (cd "$root" && PYTHONPATH=tests "$root/.venv/bin/python" - "$work/stage/tiny" <<'EOF'
 import sys
-import torch
-from conftest import build_bytelevel_tokenizer
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from conftest import build_bytelevel_tokenizer, build_model
 tok = build_bytelevel_tokenizer()
-torch.manual_seed(0)
-cfg = Qwen2Config(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1,
-                  eos_token_id=2, pad_token_id=0, initializer_range=0.3, tie_word_embeddings=True)
-Qwen2ForCausalLM(cfg).eval().save_pretrained(sys.argv[1])
+build_model("qwen2", len(tok), hidden_size=256, intermediate_size=512).save_pretrained(sys.argv[1])
 tok.save_pretrained(sys.argv[1])
 EOF
 )

@@ -204,7 +204,9 @@ def build_bytelevel_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
 
 
-def build_model(kind: str, vocab_size: int, sliding_window: int = 6):
+def build_model(kind: str, vocab_size: int, sliding_window: int = 6, **sizes):
+    """A tiny random model, seeded. ``sizes`` override the config's sizes (scripts/vllm_device_bundle.sh
+    asks for head_dim 64, which vLLM's attention kernels accept)."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -212,6 +214,7 @@ def build_model(kind: str, vocab_size: int, sliding_window: int = 6):
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                   bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.3, tie_word_embeddings=True)
+    common.update(sizes)
     if kind == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
     # Gemma 3: sliding-window + global layers, the base model family we ship.
